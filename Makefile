@@ -1,0 +1,53 @@
+# edge-face developer entry points. `make demo` and `make test` are the README's two commands:
+# each sets up whatever it needs on a fresh Debian/Ubuntu machine (as root) or a laptop.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# System packages the tests use (a real broker); installed by `make test` when missing.
+TEST_DEB_PACKAGES := mosquitto mosquitto-clients
+
+.PHONY: setup models demo test lint bench clean system-test-deps
+
+setup: $(STAMP) models
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+# Fetch is a no-op when the verified files are cached; prepare keeps files whose sha256 matches.
+models: $(STAMP)
+	$(BIN)/edge-face models fetch
+	$(BIN)/edge-face models prepare
+	@$(BIN)/edge-face models status
+
+demo: setup
+	$(BIN)/edge-face embed tests/fixtures/faces/*.jpg
+	$(BIN)/edge-face verify tests/fixtures/faces/obama.jpg tests/fixtures/faces/obama2.jpg
+	$(BIN)/edge-face verify tests/fixtures/faces/obama.jpg tests/fixtures/faces/biden.jpg
+
+system-test-deps:
+	@missing=""; for p in $(TEST_DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing system packages:$$missing (install them, e.g. sudo apt-get install$$missing)"; exit 1; fi; \
+	fi
+
+test: setup system-test-deps
+	$(BIN)/ruff check edge tests bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge tests bench
+
+bench: setup
+	$(BIN)/python bench/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

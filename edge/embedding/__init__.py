@@ -1,0 +1,1 @@
+"""Alignment and embedding (SFace)."""

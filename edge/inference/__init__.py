@@ -1,0 +1,7 @@
+"""Inference backends behind one interface (onnxruntime CPU now; ORT-GPU and TensorRT later)."""
+
+from __future__ import annotations
+
+from edge.inference.backend import InferenceSession, create_session
+
+__all__ = ["InferenceSession", "create_session"]
