@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 #: Decode big photos at reduced size only down to twice the detector's input: the rescue tiles
 #: look at the frame at about that resolution, so nothing they could find is lost.
 DECODE_FACTOR = 2
+#: Rotations tried around each face to find its upright orientation (see FaceEngine._upright).
+ORIENTATIONS = (0.0, 45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
+#: The unrotated view wins ties: only a clearly better score justifies a rotated alignment.
+ORIENTATION_BIAS = 0.02
+SWEEP_MIN_SIDE = 160
+SWEEP_SCORE = 0.3
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,51 @@ class FaceEngine:
                         log.debug("rescue pass found faces",
                                   extra={"view": view.name, "faces": len(faces)})
                         break
+        if use_rescue:
+            faces = [self._upright(image, f) for f in faces]
         faces.sort(key=lambda f: f.area, reverse=True)
         return faces
+
+    def _upright(self, image: np.ndarray, face: Face) -> Face:
+        """Find the orientation in which this face looks most like a face, and use its landmarks.
+
+        YuNet still finds heads tilted 60-90 degrees, but then places the landmarks as if the
+        head were upright, and the alignment built on them ruins the embedding. Its score peaks
+        when the face is upright, so a sweep of small rotated crops around the face (eight
+        detections on a crop of about twice the face) tells the true orientation; the winner's
+        landmarks, mapped back, make the similarity alignment undo the tilt.
+        """
+        centre = face.box[:2] + face.box[2:] / 2
+        half = float(face.box[2:].max()) * 1.2
+        h, w = image.shape[:2]
+        x0, y0 = int(max(0.0, centre[0] - half)), int(max(0.0, centre[1] - half))
+        x1, y1 = int(min(w, centre[0] + half)), int(min(h, centre[1] + half))
+        crop = image[y0:y1, x0:x1]
+        local = centre - np.array([x0, y0], np.float32)
+        best: Face | None = None
+        best_degrees, best_score = 0.0, -1.0
+        for degrees in ORIENTATIONS:
+            view = rescue_views.rotated(crop, degrees)
+            side = max(SWEEP_MIN_SIDE, -(-max(view.image.shape[:2]) // 32) * 32)
+            cands = rescue_views.to_source(
+                self.detector.raw(view.image, side, score_threshold=SWEEP_SCORE), view.to_source)
+            if not len(cands):
+                continue
+            dist = np.linalg.norm(cands.boxes[:, :2] + cands.boxes[:, 2:] / 2 - local, axis=1)
+            near = dist < 0.5 * half
+            if not near.any():
+                continue
+            i = int(np.argmax(np.where(near, cands.scores, -1.0)))
+            score = float(cands.scores[i]) + (ORIENTATION_BIAS if degrees == 0 else 0.0)
+            if score > best_score:
+                best_degrees, best_score = degrees, score
+                offset = np.array([x0, y0], np.float32)
+                box = cands.boxes[i].copy()
+                box[:2] += offset
+                best = Face(box=box, score=max(face.score, float(cands.scores[i])),
+                            landmarks=cands.landmarks[i] + offset)
+        # Upright already: keep the full-frame detection, which saw the face at its own scale.
+        return face if best is None or best_degrees == 0.0 else best
 
     # -- embedding ---------------------------------------------------------------------------
     def describe(self, image: np.ndarray, faces: list[Face], embed: bool = True) -> list[Face]:
