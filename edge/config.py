@@ -98,6 +98,14 @@ class QualityConfig:
 class StorageConfig:
     data_dir: Path = field(default_factory=_default_data_dir)
     key_file: Path = field(default_factory=_default_key_file)
+    # Fleet bundles: the AES key shared by the fleet, the operator's Ed25519 signing key (on the
+    # operator's machine only) and the directory of trusted operator public keys (*.pub).
+    fleet_key_file: Path = field(
+        default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "edge-face" / "fleet.key")
+    signing_key_file: Path = field(
+        default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "edge-face" / "operator.key")
+    trusted_keys_dir: Path = field(
+        default_factory=lambda: _xdg("XDG_CONFIG_HOME", ".config") / "edge-face" / "trusted")
 
 
 @dataclass(frozen=True)
