@@ -20,6 +20,7 @@ from edge.errors import EdgeError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.models",
     "edge.cli.embed",
+    "edge.cli.gallery",
     "edge.cli.config_cmd",
 )
 
