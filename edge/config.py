@@ -117,7 +117,9 @@ class MatchingConfig:
 @dataclass(frozen=True)
 class EnrollmentConfig:
     max_templates: int = 5
-    duplicate_threshold: float = 0.5
+    # A new face scoring this high against another person is refused (one human, one id); the
+    # matching threshold by default, so no enrolled face can ever be identified as two people.
+    duplicate_threshold: float = 0.363
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.models",
     "edge.cli.embed",
     "edge.cli.gallery",
+    "edge.cli.recognize",
     "edge.cli.config_cmd",
 )
 

@@ -1,0 +1,187 @@
+"""Enrollment and identification: the engine, the gallery and the live matcher together.
+
+Why here and not in the CLI: the CLI, the admin API and the daemon must enroll and identify the
+same way (same quality gates, same duplicate refusal, same decision rule), so they all call this.
+The matcher is kept live from the store: local writes arrive through the store's listener at
+once, and writes from other processes (the CLI while the daemon runs) through ``refresh()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from edge.config import Config
+from edge.engine import FaceEngine
+from edge.errors import EdgeError, ImageError
+from edge.gallery.records import NewTemplate
+from edge.gallery.store import GalleryStore
+from edge.matching import Matcher
+from edge.matching.errors import TemplateIdError
+from edge.quality import reasons
+
+log = logging.getLogger(__name__)
+
+MODEL_VERSION = "1"
+
+
+class DuplicatePersonError(EdgeError):
+    """The face being enrolled already matches another person in the gallery."""
+
+
+class LiveMatcher:
+    """A ``Matcher`` that follows the gallery store, in this process and across processes."""
+
+    def __init__(self, store: GalleryStore, model_id: str, config: Config) -> None:
+        self.store = store
+        self.model_id = model_id
+        self.matcher = Matcher(config=config.matching, threads=config.inference.threads)
+        self._refresh_lock = threading.Lock()
+        self._seq = store.attach(model_id, self._load, self._apply)
+
+    def _load(self, matrix: Any) -> None:
+        self.matcher.load(matrix.template_ids, matrix.person_ids, matrix.vectors)
+
+    def _apply(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        try:
+            if kind == "template_added":
+                _, template_id, person_id, vector = event
+                self.matcher.add(template_id, person_id, vector)
+            elif kind == "person_removed":
+                self.matcher.remove_person(event[1])
+            elif kind == "templates_removed":
+                for template_id in event[2]:
+                    self.matcher.remove_template(template_id)
+        except TemplateIdError:
+            # Replayed history may add what we hold or remove what we never held: both no-ops.
+            pass
+
+    def refresh(self) -> int:
+        """Apply changes other processes committed since the last call; returns how many."""
+        with self._refresh_lock:
+            seq, events = self.store.changes_since(self._seq, self.model_id)
+            for event in events:
+                self._apply(event)
+            self._seq = seq
+            return len(events)
+
+
+class Recognizer:
+    """Enroll people from photos and identify faces, over one store and one live matcher."""
+
+    def __init__(self, config: Config, store: GalleryStore, engine: FaceEngine) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine
+        self.live = LiveMatcher(store, engine.embedder_id, config)
+
+    @property
+    def matcher(self) -> Matcher:
+        return self.live.matcher
+
+    # -- enrollment ------------------------------------------------------------------------
+    def _usable_face(self, path: str) -> tuple[Any, dict[str, float]] | str:
+        """The one usable face of an enrollment photo, or the reason it cannot be used."""
+        try:
+            result = self.engine.analyze_file(path)
+        except ImageError as exc:
+            return str(exc)
+        qcfg = self.config.quality
+        faces = [f for f in result.faces if f.quality["size"] >= qcfg.min_face_px / 2]
+        if not result.faces:
+            return "no face found"
+        if len(faces) > 1:
+            return f"several faces ({len(faces)}); enrollment needs a photo of one person"
+        face = faces[0] if faces else result.faces[0]
+        problems = reasons(face.quality, qcfg)
+        if problems:
+            return "; ".join(problems)
+        return face.embedding, face.quality
+
+    def enroll(self, person_id: str, paths: list[str], *, force: bool = False,
+               actor: str = "cli") -> dict[str, Any]:
+        """Add templates from photos; each photo must hold exactly one usable face."""
+        self.store.get_person(person_id)  # PersonNotFound before any work
+        self.live.refresh()
+        rejected: list[dict[str, str]] = []
+        warnings: list[str] = []
+        accepted: list[tuple[str, np.ndarray, dict[str, float]]] = []
+        for path in paths:
+            got = self._usable_face(path)
+            if isinstance(got, str):
+                rejected.append({"path": path, "reason": got})
+                continue
+            vector, quality = got
+            if accepted and float(vector @ accepted[0][1]) < self.config.matching.threshold:
+                rejected.append({"path": path,
+                                 "reason": "a different person from the first accepted photo"})
+                continue
+            other = self._other_person_match(person_id, vector)
+            if other is not None:
+                msg = (f"{path}: this face already matches person {other[0]} "
+                       f"(similarity {other[1]:.3f}); one human must not have two ids")
+                if not force:
+                    raise DuplicatePersonError(msg + " (use --force to enroll anyway)")
+                warnings.append(msg)
+            accepted.append((path, vector, quality))
+        added = 0
+        if accepted:
+            items = [NewTemplate(vector=v, quality=q, source=os.path.basename(p))
+                     for p, v, q in accepted]
+            result = self.store.add_templates(person_id, self.engine.embedder_id, MODEL_VERSION,
+                                              items, actor=actor)
+            added = len(result.added)
+        if warnings:
+            log.warning("duplicate enrollment forced",
+                        extra={"person_id": person_id, "count": len(warnings)})
+        out: dict[str, Any] = {"person_id": person_id, "templates_added": added,
+                               "rejected": rejected}
+        if warnings:
+            out["warnings"] = warnings
+        return out
+
+    def _other_person_match(self, person_id: str, vector: np.ndarray) -> tuple[str, float] | None:
+        threshold = self.config.enrollment.duplicate_threshold
+        for candidate in self.matcher.top_k(vector[None, :], 2)[0]:
+            if candidate.person_id != person_id and candidate.similarity >= threshold:
+                return candidate.person_id, float(candidate.similarity)
+        return None
+
+    # -- identification --------------------------------------------------------------------
+    def identify_faces(self, faces: list[Any]) -> list[Any]:
+        """Matcher results for faces that carry embeddings (one matrix product for all)."""
+        if not faces:
+            return []
+        return self.matcher.search(np.stack([f.embedding for f in faces]))
+
+    def identify(self, path: str) -> dict[str, Any]:
+        self.live.refresh()
+        result = self.engine.analyze_file(path)
+        faces_out = []
+        include_label = self.config.events.include_label
+        labels: dict[str, str | None] = {}
+        for face, match in zip(result.faces, self.identify_faces(result.faces), strict=True):
+            person_id = match.matched_person_id
+            entry: dict[str, Any] = {
+                "box": [round(float(v), 2) for v in face.box],
+                "person_id": person_id,
+                "similarity": None if match.similarity is None else round(match.similarity, 6),
+                "decision": match.decision,
+            }
+            if include_label:
+                if person_id is not None and person_id not in labels:
+                    labels[person_id] = self.store.get_person(person_id).label
+                entry["label"] = labels.get(person_id) if person_id else None
+            faces_out.append(entry)
+        return {"path": path, "faces": faces_out}
+
+
+def open_recognizer(config: Config) -> Recognizer:
+    return Recognizer(config, GalleryStore.from_config(config), FaceEngine(config))
+
+
