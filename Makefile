@@ -24,10 +24,10 @@ models: $(STAMP)
 	$(BIN)/edge-face models prepare
 	@$(BIN)/edge-face models status
 
-demo: setup
-	$(BIN)/edge-face embed tests/fixtures/faces/*.jpg
-	$(BIN)/edge-face verify tests/fixtures/faces/obama.jpg tests/fixtures/faces/obama2.jpg
-	$(BIN)/edge-face verify tests/fixtures/faces/obama.jpg tests/fixtures/faces/biden.jpg
+# The main job: sample person enrolled with consent, a stranger, a local mosquitto, the daemon
+# on a clip made from the portraits, and the MQTT events printed as a subscriber receives them.
+demo: setup system-test-deps
+	$(BIN)/python -m edge.demo.run
 
 system-test-deps:
 	@missing=""; for p in $(TEST_DEB_PACKAGES); do \

@@ -140,8 +140,8 @@ class TrackingConfig:
     iou_threshold: float = 0.3
     max_missed_frames: int = 15
     votes_needed: int = 2
-    max_attempts: int = 6
-    recheck_s: float = 1.0
+    max_attempts: int = 4
+    recheck_s: float = 0.25
     # One match this far above [matching] threshold decides at once, without waiting for votes.
     instant_margin: float = 0.15
     # A face is embedded again when its quality beats the track's best by this much (0..1 scale).

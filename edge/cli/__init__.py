@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.embed",
     "edge.cli.gallery",
     "edge.cli.recognize",
+    "edge.cli.run",
     "edge.cli.config_cmd",
 )
 

@@ -1,0 +1,223 @@
+"""``edge-face run``: camera to MQTT events, one decision per visit.
+
+Why this shape: capture runs on its own thread and hands over only the freshest frame, so a
+slow stage drops frames instead of adding latency; detection runs every frame (cheap), while
+alignment, quality and embedding run only for tracks that need them (new, better shot, no decision
+yet), and every face that needs an embedding in a frame goes through SFace in one batch. The
+watchdog is petted from this loop, so a hung pipeline gets the process killed by systemd.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from edge import __version__
+from edge.camera import LatestFrameReader, make_source
+from edge.config import Config, load_config
+from edge.daemon.notify import Notifier
+from edge.engine import FaceEngine
+from edge.events.publisher import Publisher
+from edge.events.schema import camera_event, identity_event, status_online
+from edge.gallery.store import GalleryStore
+from edge.gallery.sweeper import ConsentSweeper
+from edge.quality import reasons
+from edge.recognition import LiveMatcher
+from edge.tracking.decision import TrackDecider
+from edge.tracking.tracker import IouTracker
+
+log = logging.getLogger(__name__)
+
+#: How often changes written by other processes (CLI, API) are pulled into the matcher.
+REFRESH_S = 1.0
+STATUS_S = 5.0
+SHUTDOWN_FLUSH_S = 5.0
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    faces: int = 0
+    embedded: int = 0
+    events: int = 0
+
+
+class Daemon:
+    def __init__(self, config: Config, config_path: str | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = Notifier()
+        self.notifier.extend_timeout(120_000_000)  # model loading on a cold Jetson is slow
+        self.engine = FaceEngine(config)
+        self.store = GalleryStore.from_config(config)
+        self.live = LiveMatcher(self.store, self.engine.embedder_id, config)
+        self.sweeper = ConsentSweeper(self.store)
+        self.tracker = IouTracker.from_config(config.tracking)
+        self.decider = TrackDecider.from_config(config, config.camera.id)
+        online = status_online(device_id=config.device.id, version=__version__,
+                               backend=self.engine.backend,
+                               detector_model=self.engine.detector_id,
+                               embedder_model=self.engine.embedder_id)
+        self.publisher = Publisher.from_config(config, online_payload=online)
+        self.counters = Counters()
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self.reader: LatestFrameReader | None = None
+        if config.camera.source != "none":
+            self.reader = LatestFrameReader(make_source(config.camera),
+                                            on_state=self._camera_state)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        def reload(signum: int, frame: FrameType | None) -> None:
+            self._reload.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> int:
+        self.sweeper.start()
+        self.publisher.start()
+        if self.reader is not None:
+            self.reader.start()
+        self.notifier.ready(f"running, camera {self.config.camera.id}")
+        log.info("daemon ready", extra={"camera": self.config.camera.id,
+                                        "backend": self.engine.backend,
+                                        "templates": len(self.live.matcher)})
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        next_pet = next_refresh = next_status = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if interval is not None and now >= next_pet:
+                self.notifier.watchdog()
+                next_pet = now + interval
+            if now >= next_refresh:
+                self.live.refresh()
+                next_refresh = now + REFRESH_S
+            if now >= next_status:
+                self._status()
+                next_status = now + STATUS_S
+            if self._reload.is_set():
+                self._reload.clear()
+                self._do_reload()
+            if self.reader is None:
+                self._stop.wait(0.5)
+                continue
+            frame = self.reader.get(timeout=0.5)
+            if frame is None:
+                if self.reader.finished:
+                    log.info("camera stream ended")
+                    break
+                continue
+            self.process(frame.pixels, frame.t_capture)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.reader is not None:
+            self.reader.close()
+        self.sweeper.stop()
+        self.publisher.close(SHUTDOWN_FLUSH_S)
+        self.store.close()
+        log.info("daemon stopped", extra={"frames": self.counters.frames,
+                                          "events": self.counters.events})
+
+    def _do_reload(self) -> None:
+        """SIGHUP: thresholds, votes and cooldowns apply at once; other keys need a restart."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except Exception as exc:  # a broken file must not kill a running door
+            log.error("reload refused", extra={"error": str(exc)})
+        else:
+            self.live.matcher.configure(new.matching)
+            self.tracker.reconfigure(new.tracking)
+            self.decider.reconfigure(new)
+            changed = [s for s in ("mqtt", "camera", "models", "inference", "storage", "device")
+                       if getattr(new, s) != getattr(self.config, s)]
+            if changed:
+                log.warning("reload: these sections need a restart",
+                            extra={"sections": ",".join(changed)})
+            self.config = new
+        self.notifier.ready("reloaded")
+
+    def _status(self) -> None:
+        depth = self.publisher.stats().outbox_depth
+        dropped = self.reader.stats.dropped if self.reader is not None else 0
+        self.notifier.status(f"frames={self.counters.frames} faces={self.counters.faces} "
+                             f"events={self.counters.events} outbox={depth} dropped={dropped}")
+
+    def _camera_state(self, state: str, attempts: int) -> None:
+        try:
+            self.publisher.publish_event(camera_event(device_id=self.config.device.id,
+                                                      camera_id=self.config.camera.id,
+                                                      state=state, attempts=attempts))
+        except Exception as exc:  # the capture thread must never die on a report
+            log.error("camera event not queued", extra={"error": str(exc)})
+
+    # -- the pipeline ------------------------------------------------------------------------
+    def process(self, pixels: np.ndarray, t_capture: float) -> None:
+        self.counters.frames += 1
+        faces = self.engine.detect(pixels, rescue=False)
+        self.counters.faces += len(faces)
+        now = time.monotonic()
+        update = self.tracker.update(faces, now)
+        candidates = [(t, f) for t, f in zip(update.tracks, faces, strict=True)
+                      if t.decision is None]
+        if candidates:
+            self.engine.describe(pixels, [f for _, f in candidates], embed=False)
+            wanted = [(t, f) for t, f in candidates
+                      if not reasons(f.quality, self.config.quality)
+                      and self.tracker.needs_embedding(t, f.quality["score"], now)]
+            if wanted:
+                crops_faces = [f for _, f in wanted]
+                self.engine.describe(pixels, crops_faces, embed=True)
+                results = self.live.matcher.search(np.stack([f.embedding for f in crops_faces]))
+                self.counters.embedded += len(wanted)
+                for (track, face), result in zip(wanted, results, strict=True):
+                    self.tracker.mark_embedded(track, face.quality["score"], now)
+                    decision = self.decider.add(track, result, now)
+                    if decision is not None and decision.emit:
+                        self._emit(decision)
+                for _, face in wanted:
+                    face.embedding = None  # nothing about a face outlives what needs it
+        self.decider.refresh(self.tracker.tracks, now)
+
+    def _emit(self, decision: Any) -> None:
+        latency_ms = max(0.0, (time.monotonic() - decision.first_seen_monotonic) * 1000.0)
+        label = None
+        if decision.decision == "recognized" and self.config.events.include_label:
+            label = self.store.get_person(decision.person_id).label
+        payload = identity_event(
+            "recognized" if decision.decision == "recognized" else "unknown",
+            device_id=self.config.device.id, camera_id=self.config.camera.id,
+            track_id=decision.track_id,
+            person_id=decision.person_id if decision.decision == "recognized" else None,
+            similarity=decision.similarity,
+            decision=decision.reason,
+            votes=decision.votes, latency_ms=latency_ms, label=label,
+            include_label=self.config.events.include_label)
+        self.publisher.publish_event(payload)
+        self.counters.events += 1
+        log.info("event queued", extra={"type": payload["type"], "track_id": decision.track_id,
+                                        "latency_ms": payload["latency_ms"]})

@@ -1,0 +1,1 @@
+"""The developer demo: sample clip, sample people, a local broker, the daemon, the events."""
