@@ -93,7 +93,7 @@ def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
     assert [e["type"] for e in events] == ["recognized", "unknown"]
     assert events[0]["person_id"] == person and "label" not in events[0]
     assert events[1]["person_id"] is None
-    for topic, payload in sub.messages:
+    for _topic, payload in sub.messages:
         jsonschema.validate(payload, schema)
         assert len(json.dumps(payload)) < 1024
     states = [p["state"] for t, p in sub.messages if t.endswith("/status")]
@@ -107,7 +107,7 @@ def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
 
 
 def test_broker_down_at_start_loses_nothing(door, broker_factory) -> None:  # noqa: F811
-    env, person, broker = door
+    env, _person, broker = door
     broker.stop()
     proc = _run_daemon(env)  # the clip runs while the broker is down; events wait in the outbox
     assert proc.returncode == 0, proc.stderr[-2000:]
