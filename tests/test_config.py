@@ -79,3 +79,16 @@ def test_cli_reports_config_error_with_exit_code(tmp_path: Path) -> None:
 
     path = _write(tmp_path, "[camera]\nsorce = \"x\"\n")
     assert main(["--config", str(path), "config", "check"]) == 78
+
+
+def test_reference_documents_every_key() -> None:
+    """docs/config.md must name every key: operators configure from it, not from the code."""
+    import dataclasses
+
+    from edge.config import _sections
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    missing = [f"[{name}] {f.name}" for name, cls in _sections().items()
+               for f in dataclasses.fields(cls)
+               if f"`EDGE_FACE_{name.upper()}__{f.name.upper()}`" not in doc]
+    assert not missing, f"undocumented config keys: {missing}"
