@@ -24,6 +24,9 @@ class OrtSession:
         if threads:
             opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # No busy-waiting between runs: on a 2-core device the capture thread, the MQTT client
+        # and the next frame's work need those cycles more than the pool needs low wake-up time.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(model), opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception zoo
