@@ -107,7 +107,9 @@ class FaceEngine:
             if not len(cands):
                 continue
             dist = np.linalg.norm(cands.boxes[:, :2] + cands.boxes[:, 2:] / 2 - local, axis=1)
-            near = dist < 0.5 * half
+            # The same face: centred on it and about its size (a view-filling false hit is not).
+            ratio = np.sqrt(cands.boxes[:, 2] * cands.boxes[:, 3]) / float(np.sqrt(face.area))
+            near = (dist < 0.5 * half) & (ratio > 0.6) & (ratio < 1.6)
             if not near.any():
                 continue
             i = int(np.argmax(np.where(near, cands.scores, -1.0)))
