@@ -116,11 +116,10 @@ class FaceEngine:
             score = float(cands.scores[i]) + (ORIENTATION_BIAS if degrees == 0 else 0.0)
             if score > best_score:
                 best_degrees, best_score = degrees, score
-                offset = np.array([x0, y0], np.float32)
-                box = cands.boxes[i].copy()
-                box[:2] += offset
-                best = Face(box=box, score=max(face.score, float(cands.scores[i])),
-                            landmarks=cands.landmarks[i] + offset)
+                # Only the landmarks change: the box (what tracking and "largest first" use)
+                # stays the full-frame detection's.
+                best = Face(box=face.box, score=face.score,
+                            landmarks=cands.landmarks[i] + np.array([x0, y0], np.float32))
         # Upright already: keep the full-frame detection, which saw the face at its own scale.
         return face if best is None or best_degrees == 0.0 else best
 
