@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge import __version__
-from edge.camera import LatestFrameReader, make_source
+from edge.camera import Frame, LatestFrameReader, NullSource, make_source
 from edge.config import Config, load_config
 from edge.daemon.notify import Notifier
 from edge.engine import FaceEngine
@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 STATUS_S = 5.0
 SHUTDOWN_FLUSH_S = 5.0
+#: Frame rate assumed for a replayed source that does not report one.
+DEFAULT_REPLAY_FPS = 25.0
 
 
 @dataclass
@@ -55,6 +57,9 @@ class Daemon:
         self.config_path = config_path
         self.notifier = Notifier()
         self.notifier.extend_timeout(120_000_000)  # model loading on a cold Jetson is slow
+        # A misspelt source or a missing clip is known without touching a camera: refuse it
+        # before the slow model loading, not after. "none" in any spelling means no camera.
+        source = make_source(config.camera)
         self.engine = FaceEngine(config)
         self.store = GalleryStore.from_config(config)
         self.live = LiveMatcher(self.store, self.engine.embedder_id, config)
@@ -70,9 +75,12 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.reader: LatestFrameReader | None = None
-        if config.camera.source != "none":
-            self.reader = LatestFrameReader(make_source(config.camera),
-                                            on_state=self._camera_state)
+        if not isinstance(source, NullSource):
+            self.reader = LatestFrameReader(source, on_state=self._camera_state)
+        # A clip replayed as fast as possible runs on its own clock (see ``_replay_time``).
+        self._source = source
+        self._replay = self.reader is not None and not source.realtime
+        self._replay_t0: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -130,7 +138,8 @@ class Daemon:
                     log.info("camera stream ended")
                     break
                 continue
-            self.process(frame.pixels, frame.t_capture)
+            self.process(frame.pixels, frame.t_capture,
+                         now=self._replay_time(frame) if self._replay else None)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -143,12 +152,17 @@ class Daemon:
                                           "events": self.counters.events})
 
     def _do_reload(self) -> None:
-        """SIGHUP: thresholds, votes and cooldowns apply at once; other keys need a restart."""
+        """SIGHUP: thresholds, votes and cooldowns apply at once; other keys need a restart.
+
+        A file is applied whole or not at all: whatever can refuse it is checked before anything
+        changes, so a refused reload leaves the door running exactly as it was.
+        """
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            TrackDecider.from_config(new, new.camera.id)  # refuses votes/attempts that conflict
         except Exception as exc:  # a broken file must not kill a running door
-            log.error("reload refused", extra={"error": str(exc)})
+            log.error("reload refused; keeping the running config", extra={"error": str(exc)})
         else:
             self.live.matcher.configure(new.matching)
             self.tracker.reconfigure(new.tracking)
@@ -159,7 +173,23 @@ class Daemon:
                 log.warning("reload: these sections need a restart",
                             extra={"sections": ",".join(changed)})
             self.config = new
+            log.info("config reloaded", extra={"source": new.source,
+                                               "threshold": new.matching.threshold,
+                                               "cooldown_s": new.events.cooldown_s})
         self.notifier.ready("reloaded")
+
+    def _replay_time(self, frame: Frame) -> float:
+        """Frame ``i`` of a fast replay happens at ``i / fps`` on the clip's own timeline.
+
+        Why: rechecks, votes and cooldowns are timed, and on the wall clock a fast CPU sees a
+        visit as shorter than a slow CPU does (fewer rechecks, so a stranger's track can end
+        before its ``unknown`` decision). On the clip's clock a replayed incident, a demo or a
+        test decides the same on every machine, as it would have in front of the camera.
+        """
+        fps = self._source.fps or DEFAULT_REPLAY_FPS
+        if self._replay_t0 is None:
+            self._replay_t0 = frame.t_capture - frame.index / fps
+        return self._replay_t0 + frame.index / fps
 
     def _status(self) -> None:
         depth = self.publisher.stats().outbox_depth
@@ -176,11 +206,14 @@ class Daemon:
             log.error("camera event not queued", extra={"error": str(exc)})
 
     # -- the pipeline ------------------------------------------------------------------------
-    def process(self, pixels: np.ndarray, t_capture: float) -> None:
+    def process(self, pixels: np.ndarray, t_capture: float, now: float | None = None) -> None:
+        """One frame through the pipeline; ``now`` is the clip's clock in a fast replay (else the
+        monotonic clock is read after detection)."""
+        on_clip_clock = now is not None
         self.counters.frames += 1
         faces = self.engine.detect(pixels, rescue=False)
         self.counters.faces += len(faces)
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         update = self.tracker.update(faces, now)
         candidates = [(t, f) for t, f in zip(update.tracks, faces, strict=True)
                       if t.decision is None]
@@ -198,13 +231,16 @@ class Daemon:
                     self.tracker.mark_embedded(track, face.quality["score"], now)
                     decision = self.decider.add(track, result, now)
                     if decision is not None and decision.emit:
-                        self._emit(decision)
+                        self._emit(decision, on_clip_clock)
                 for _, face in wanted:
                     face.embedding = None  # nothing about a face outlives what needs it
         self.decider.refresh(self.tracker.tracks, now)
 
-    def _emit(self, decision: Any) -> None:
-        latency_ms = max(0.0, (time.monotonic() - decision.first_seen_monotonic) * 1000.0)
+    def _emit(self, decision: Any, on_clip_clock: bool = False) -> None:
+        # A fast replay has no wall-clock latency to speak of: report the clip time from the
+        # face's first frame to the deciding frame instead.
+        end = decision.decided_monotonic if on_clip_clock else time.monotonic()
+        latency_ms = max(0.0, (end - decision.first_seen_monotonic) * 1000.0)
         label = None
         if decision.decision == "recognized" and self.config.events.include_label:
             label = self.store.get_person(decision.person_id).label
