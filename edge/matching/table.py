@@ -1,0 +1,135 @@
+"""The template rows: contiguous matrices that change in place.
+
+Two copies of every template, row-aligned: fp32 (exact, for re-ranking and the small-gallery
+scan) and uint8 (the compact copy that large scans read). Capacity doubles when full, so an
+enrollment costs O(1) amortised; a deletion moves the last row into the hole (swap with last),
+so rows stay dense and a scan never reads a tombstone. Not thread-safe by itself: the matcher
+holds a readers/writer lock around it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge.matching.errors import TemplateIdError
+from edge.matching.quantize import DEFAULT_RANGE, GALLERY_LEVELS, gallery_step, quantize_rows
+
+MIN_CAPACITY = 16
+
+
+class TemplateTable:
+    def __init__(self, dim: int, capacity: int = 1024, step: float | None = None) -> None:
+        capacity = max(int(capacity), MIN_CAPACITY)
+        self.dim = dim
+        self.size = 0
+        self.step = step if step is not None else float(np.float32(DEFAULT_RANGE
+                                                                     / GALLERY_LEVELS))
+        # Running maxima for the error bound; deletions never lower them (still a valid bound).
+        self.max_residual = 0.0
+        self.max_code_norm = 0.0
+        self._f32 = np.empty((capacity, dim), dtype=np.float32)
+        self._codes = np.empty((capacity, dim), dtype=np.uint8)
+        self.template_ids: list[str] = []
+        self.person_of_row: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self.rows_of_person: dict[str, list[int]] = {}
+
+    @classmethod
+    def bulk(cls, dim: int, template_ids: list[str], person_ids: list[str],
+             vectors: np.ndarray) -> TemplateTable:
+        """Build a table from unit rows in one pass (the start-up load); adopts ``vectors``."""
+        n = len(template_ids)
+        row_of = dict(zip(template_ids, range(n), strict=True))
+        if len(row_of) != n:
+            seen: set[str] = set()
+            for tid in template_ids:
+                if tid in seen:
+                    raise TemplateIdError(f"template id {tid!r} appears more than once")
+                seen.add(tid)
+        table = cls(dim, capacity=0, step=gallery_step(vectors))
+        quant = quantize_rows(vectors, table.step)
+        if n >= MIN_CAPACITY and vectors.dtype == np.float32 and vectors.flags.c_contiguous:
+            # The caller's fresh array becomes the matrix: no second 512 MB copy at 1M rows.
+            table._f32, table._codes = vectors, quant.codes
+        else:
+            table._f32[:n] = vectors
+            table._codes[:n] = quant.codes
+        table.max_residual = quant.max_residual
+        table.max_code_norm = quant.max_code_norm
+        table.size = n
+        table.template_ids = list(template_ids)
+        table.person_of_row = list(person_ids)
+        table.row_of = row_of
+        for row, pid in enumerate(person_ids):
+            rows = table.rows_of_person.get(pid)
+            if rows is None:
+                table.rows_of_person[pid] = [row]
+            else:
+                rows.append(row)
+        return table
+
+    @property
+    def capacity(self) -> int:
+        return self._f32.shape[0]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The live fp32 rows (a view: valid until the next write)."""
+        return self._f32[:self.size]
+
+    @property
+    def codes(self) -> np.ndarray:
+        """The live uint8 rows, C-contiguous (a view: valid until the next write)."""
+        return self._codes[:self.size]
+
+    def nbytes(self) -> int:
+        return self._f32.nbytes + self._codes.nbytes
+
+    def _grow(self) -> None:
+        new_cap = self.capacity * 2
+        f32 = np.empty((new_cap, self.dim), dtype=np.float32)
+        codes = np.empty((new_cap, self.dim), dtype=np.uint8)
+        f32[:self.size] = self._f32[:self.size]
+        codes[:self.size] = self._codes[:self.size]
+        self._f32, self._codes = f32, codes
+
+    def add(self, template_id: str, person_id: str, vector: np.ndarray) -> None:
+        if template_id in self.row_of:
+            raise TemplateIdError(f"template id {template_id!r} is already in the matcher")
+        quant = quantize_rows(vector.reshape(1, self.dim), self.step)
+        if self.size == self.capacity:
+            self._grow()
+        row = self.size
+        self._f32[row] = vector
+        self._codes[row] = quant.codes[0]
+        self.max_residual = max(self.max_residual, quant.max_residual)
+        self.max_code_norm = max(self.max_code_norm, quant.max_code_norm)
+        self.template_ids.append(template_id)
+        self.person_of_row.append(person_id)
+        self.row_of[template_id] = row
+        self.rows_of_person.setdefault(person_id, []).append(row)
+        self.size = row + 1
+
+    def remove(self, template_id: str) -> None:
+        row = self.row_of.pop(template_id, None)
+        if row is None:
+            raise TemplateIdError(f"template id {template_id!r} is not in the matcher")
+        person = self.person_of_row[row]
+        rows = self.rows_of_person[person]
+        rows.remove(row)
+        if not rows:
+            del self.rows_of_person[person]
+        last = self.size - 1
+        if row != last:
+            moved_tid = self.template_ids[last]
+            moved_person = self.person_of_row[last]
+            self._f32[row] = self._f32[last]
+            self._codes[row] = self._codes[last]
+            self.template_ids[row] = moved_tid
+            self.person_of_row[row] = moved_person
+            self.row_of[moved_tid] = row
+            moved_rows = self.rows_of_person[moved_person]
+            moved_rows[moved_rows.index(last)] = row
+        self.template_ids.pop()
+        self.person_of_row.pop()
+        self.size = last
