@@ -5,8 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.errors import ModelError
-from edge.models.manifest import Manifest, ModelSpec, load_manifest, sha256_file
-from edge.models.prepare import prepared_path
+from edge.models.manifest import (
+    Manifest,
+    ModelSpec,
+    load_manifest,
+    prepared_path,
+    verified_sha256,
+)
 
 __all__ = ["Manifest", "ModelSpec", "load_manifest", "resolve_prepared"]
 
@@ -22,7 +27,7 @@ def resolve_prepared(models_dir: Path, role: str, manifest: Manifest | None = No
             f"prepared {role} model {path} is missing; run `edge-face models fetch` and "
             "`edge-face models prepare` (or `make setup`)"
         )
-    if check_hash and spec.prepared_sha256 and sha256_file(path) != spec.prepared_sha256:
+    if check_hash and spec.prepared_sha256 and not verified_sha256(path, spec.prepared_sha256):
         raise ModelError(
             f"{path} does not match the manifest's sha256; run `edge-face models prepare --force`"
         )

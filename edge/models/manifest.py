@@ -16,6 +16,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+import contextlib
+
 from edge.errors import ModelError
 
 ROLES = ("detector", "embedder")
@@ -94,3 +96,29 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def prepared_path(models_dir: Path, spec: ModelSpec) -> Path:
+    return models_dir / spec.prepared_file
+
+
+def verified_sha256(path: Path, expected: str) -> bool:
+    """``sha256_file(path) == expected``, remembered in a stamp next to the file.
+
+    Hashing the 38.7 MB SFace graph costs ~60 ms at every start of every CLI command; the stamp
+    records size and mtime of the file that passed, so an unchanged file is not hashed again and
+    any rewrite of it is. A read-only models dir just means hashing every time.
+    """
+    stamp = path.with_name(path.name + ".verified")
+    st = path.stat()
+    key = f"{expected} {st.st_size} {st.st_mtime_ns}"
+    try:
+        if stamp.read_text(encoding="ascii").strip() == key:
+            return True
+    except OSError:
+        pass
+    if sha256_file(path) != expected:
+        return False
+    with contextlib.suppress(OSError):
+        stamp.write_text(key + "\n", encoding="ascii")
+    return True

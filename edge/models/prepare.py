@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from edge.errors import ModelError
 from edge.models.fetch import cached_ok, source_path
-from edge.models.manifest import Manifest, ModelSpec, sha256_file
+from edge.models.manifest import Manifest, prepared_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -133,10 +133,6 @@ def prepare_graph(source: Path, role: str) -> onnx.ModelProto:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ModelError(f"prepared {role} graph fails onnx.checker: {exc}") from None
     return model
-
-
-def prepared_path(models_dir: Path, spec: ModelSpec) -> Path:
-    return models_dir / spec.prepared_file
 
 
 def _save_atomic(model: onnx.ModelProto, dest: Path) -> None:
