@@ -127,14 +127,24 @@ class FaceEngine:
     # -- embedding ---------------------------------------------------------------------------
     def describe(self, image: np.ndarray, faces: list[Face], embed: bool = True) -> list[Face]:
         """Fill quality (and embeddings, all faces in one batch) for ``faces`` of ``image``."""
+        crops = self.measure(image, faces)
+        if embed:
+            self.embed_into(faces, crops)
+        return faces
+
+    def measure(self, image: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+        """Align every face and fill its quality; returns the aligned crops for embedding."""
         crops = [align(image, f.landmarks) for f in faces]
-        for face, crop in zip(faces, crops, strict=False):
+        for face, crop in zip(faces, crops, strict=True):
             face.quality = measure(crop, face.box, face.landmarks)
             face.quality["score"] = score(face.quality, self.config.quality)
-        if embed and faces:
-            for face, vec in zip(faces, self.embedder.embed(crops), strict=False):
+        return crops
+
+    def embed_into(self, faces: list[Face], crops: list[np.ndarray]) -> None:
+        """One batched SFace run for the aligned ``crops`` of ``faces``."""
+        if faces:
+            for face, vec in zip(faces, self.embedder.embed(crops), strict=True):
                 face.embedding = vec
-        return faces
 
     def analyze(self, image: np.ndarray, embed: bool = True,
                 rescue: bool | None = None) -> list[Face]:

@@ -72,6 +72,7 @@ class Daemon:
                                embedder_model=self.engine.embedder_id)
         self.publisher = Publisher.from_config(config, online_payload=online)
         self.counters = Counters()
+        self._status_t, self._status_frames = time.monotonic(), 0
         self._stop = threading.Event()
         self._reload = threading.Event()
         self.reader: LatestFrameReader | None = None
@@ -194,8 +195,12 @@ class Daemon:
     def _status(self) -> None:
         depth = self.publisher.stats().outbox_depth
         dropped = self.reader.stats.dropped if self.reader is not None else 0
-        self.notifier.status(f"frames={self.counters.frames} faces={self.counters.faces} "
-                             f"events={self.counters.events} outbox={depth} dropped={dropped}")
+        now = time.monotonic()
+        fps = (self.counters.frames - self._status_frames) / max(1e-6, now - self._status_t)
+        self._status_t, self._status_frames = now, self.counters.frames
+        self.notifier.status(f"fps={fps:.1f} frames={self.counters.frames} "
+                             f"faces={self.counters.faces} events={self.counters.events} "
+                             f"outbox={depth} dropped={dropped}")
 
     def _camera_state(self, state: str, attempts: int) -> None:
         try:
@@ -207,32 +212,34 @@ class Daemon:
 
     # -- the pipeline ------------------------------------------------------------------------
     def process(self, pixels: np.ndarray, t_capture: float, now: float | None = None) -> None:
-        """One frame through the pipeline; ``now`` is the clip's clock in a fast replay (else the
-        monotonic clock is read after detection)."""
+        """One frame through the pipeline; ``now`` is the clip's clock in a fast replay, else the
+        frame's capture time."""
         on_clip_clock = now is not None
+        # Every timing rule runs on the capture clock, so latency counts from the moment the
+        # face's first frame was captured, detection time included.
+        now = t_capture if now is None else now
         self.counters.frames += 1
         faces = self.engine.detect(pixels, rescue=False)
         self.counters.faces += len(faces)
-        now = time.monotonic() if now is None else now
         update = self.tracker.update(faces, now)
         candidates = [(t, f) for t, f in zip(update.tracks, faces, strict=True)
                       if t.decision is None]
         if candidates:
-            self.engine.describe(pixels, [f for _, f in candidates], embed=False)
-            wanted = [(t, f) for t, f in candidates
+            crops = self.engine.measure(pixels, [f for _, f in candidates])
+            wanted = [(t, f, c) for (t, f), c in zip(candidates, crops, strict=True)
                       if not reasons(f.quality, self.config.quality)
                       and self.tracker.needs_embedding(t, f.quality["score"], now)]
             if wanted:
-                crops_faces = [f for _, f in wanted]
-                self.engine.describe(pixels, crops_faces, embed=True)
-                results = self.live.matcher.search(np.stack([f.embedding for f in crops_faces]))
+                faces_w = [f for _, f, _ in wanted]
+                self.engine.embed_into(faces_w, [c for _, _, c in wanted])
+                results = self.live.matcher.search(np.stack([f.embedding for f in faces_w]))
                 self.counters.embedded += len(wanted)
-                for (track, face), result in zip(wanted, results, strict=True):
+                for (track, face, _), result in zip(wanted, results, strict=True):
                     self.tracker.mark_embedded(track, face.quality["score"], now)
                     decision = self.decider.add(track, result, now)
                     if decision is not None and decision.emit:
                         self._emit(decision, on_clip_clock)
-                for _, face in wanted:
+                for face in faces_w:
                     face.embedding = None  # nothing about a face outlives what needs it
         self.decider.refresh(self.tracker.tracks, now)
 
