@@ -88,16 +88,43 @@ def bench_load(root: Path, n_templates: int, rng: np.random.Generator) -> dict[s
             "db_mb": round((data / "gallery.db").stat().st_size / 2 ** 20, 1)}
 
 
+def bench_enroll(root: Path, rounds: int) -> dict[str, float]:
+    """Photos to stored templates through the real service: decode, detect, quality gates,
+    duplicate check, embed, encrypt, commit (one transaction per call)."""
+    from edge.config import load_config
+    from edge.engine import FaceEngine
+    from edge.recognition import Recognizer
+
+    fixtures = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces"
+    photos = [str(fixtures / n) for n in ("obama.jpg", "obama2.jpg", "obama3.jpg")]
+    cfg_path = root / "enroll.toml"
+    cfg_path.write_text(f'[storage]\ndata_dir = "{root / "enroll"}"\n'
+                        f'key_file = "{root / "enroll-key" / "k"}"\n')
+    cfg = load_config(cfg_path, env={})
+    rec = Recognizer(cfg, GalleryStore.from_config(cfg), FaceEngine(cfg))
+    pid = rec.store.add_person("bench", ConsentInput("bench", "benchmark", None, None),
+                               actor="bench")
+    rec.enroll(pid, photos[:1])  # warm-up
+    start = time.perf_counter()
+    for _ in range(rounds):
+        rec.enroll(pid, photos)
+    elapsed = time.perf_counter() - start
+    return {"photos": rounds * len(photos), "seconds": round(elapsed, 3),
+            "photos_per_s": round(rounds * len(photos) / elapsed, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--templates", type=int, default=100_000)
     parser.add_argument("--adds", type=int, default=500)
+    parser.add_argument("--enroll-rounds", type=int, default=10)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="bench-gallery-") as tmp:
         root = Path(tmp)
         print(json.dumps({"add": bench_add(root, args.adds, rng),
-                          "load": bench_load(root, args.templates, rng)}, indent=2))
+                          "load": bench_load(root, args.templates, rng),
+                          "enroll": bench_enroll(root, args.enroll_rounds)}, indent=2))
 
 
 if __name__ == "__main__":
