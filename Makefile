@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # System packages the tests use (a real broker); installed by `make test` when missing.
-TEST_DEB_PACKAGES := mosquitto mosquitto-clients
+TEST_DEB_PACKAGES := mosquitto mosquitto-clients systemd
 
 .PHONY: setup models demo test lint bench clean system-test-deps
 
