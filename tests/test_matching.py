@@ -75,18 +75,23 @@ def assert_top_matches(top: list[PersonScore], ranking: list[tuple], tids: list[
             assert got.person_id in near
 
 
-@pytest.fixture(params=[*STRATEGIES, "int8-blocked"])
+def large_gallery_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Switch on, at any size, what large galleries use: candidates through block maxima and
+    the scan split across two threads."""
+    monkeypatch.setattr(topk, "BLOCKED_MIN_ROWS", 0)
+    monkeypatch.setattr(kernel, "PARALLEL_MIN_WORK", 0)
+
+
+@pytest.fixture(params=[*STRATEGIES, "int8-large-paths"])
 def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """fp32 scan; int8 scan; int8 scan with candidates found through block maxima (the path
-    of galleries from 64k templates, switched on here at any size)."""
-    if request.param == "int8-blocked":
-        monkeypatch.setattr(topk, "BLOCKED_MIN_ROWS", 0)
+    if request.param == "int8-large-paths":
+        large_gallery_paths(monkeypatch)
         return "int8"
     return request.param
 
 
 def make(strategy: str, **kw: object) -> Matcher:
-    return Matcher(DIM, strategy=strategy, **kw)  # type: ignore[arg-type]
+    return Matcher(DIM, strategy=strategy, threads=2, **kw)  # type: ignore[arg-type]
 
 
 # -- exactness ---------------------------------------------------------------------------
@@ -101,7 +106,8 @@ def test_top1_equals_brute_force_on_random_gallery(strategy: str) -> None:
     m.load(tids, persons, gallery)
     noisy = gallery[rng.integers(0, len(gallery), 24)] + 0.04 * rng.standard_normal((24, DIM))
     probes = np.concatenate([noisy, rng.standard_normal((24, DIM))]).astype(np.float32)
-    for batch in (probes[:1], probes[:8], probes):
+    singles = [probes[i:i + 1] for i in range(len(probes))]
+    for batch in (*singles, probes[:8], probes):
         for res, probe in zip(m.search(batch), batch, strict=True):
             ranking = brute_persons(gallery, persons, probe)
             best = PersonScore(res.person_id, res.template_id, res.similarity)
@@ -146,7 +152,7 @@ def near_tie_gallery(rng: np.random.Generator, q: np.ndarray, n_tied: int, gap: 
 def test_near_ties_are_resolved_exactly_although_int8_scores_scramble_them(
         blocked: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if blocked:
-        monkeypatch.setattr(topk, "BLOCKED_MIN_ROWS", 0)
+        large_gallery_paths(monkeypatch)
     rng = np.random.default_rng(3)
     q = unit(rng, 1)[0]
     gallery, order = near_tie_gallery(rng, q, n_tied=400, gap=3e-5, n_background=3000)
@@ -162,7 +168,7 @@ def test_near_ties_are_resolved_exactly_although_int8_scores_scramble_them(
     approx = scanner.scores(table.codes, quant.codes, table.step, quant.steps)[0]
     assert int(np.argmax(approx)) != best_row
 
-    m = Matcher(DIM, strategy="int8")
+    m = Matcher(DIM, strategy="int8", threads=2)
     m.load(tids, persons, gallery)
     res = m.search(q)[0]
     assert res.template_id == tids[best_row]
@@ -401,8 +407,8 @@ def test_auto_switches_scan_by_size() -> None:
     m = Matcher(DIM, int8_min_rows=1600)
     assert m.scan_kind(rows=1599) == "fp32"
     assert m.scan_kind(rows=1600) == "int8"
-    assert m.scan_kind(rows=99, probes=8) == "fp32"
-    assert m.scan_kind(rows=100, probes=8) == "int8"
+    assert m.scan_kind(rows=399, probes=8) == "fp32"
+    assert m.scan_kind(rows=400, probes=8) == "int8"
     assert Matcher(DIM, strategy="exact").scan_kind(rows=10**6) == "fp32"
     assert Matcher(DIM, strategy="int8").scan_kind(rows=1) == "int8"
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 BLOCK = 2048
+#: Past this many blocks above the line, visiting them one by one costs more than one sweep.
+_MAX_BLOCK_VISITS = 64
 
 
 class BlockMaxima:
@@ -26,7 +28,6 @@ class BlockMaxima:
                                     axis=1)
         self.scores = scores
         self.maxima = maxima
-        self._offsets = np.arange(BLOCK)
 
     def argmax(self, j: int) -> tuple[int, float]:
         """Best row of probe ``j`` and its score (-inf when every row is hidden)."""
@@ -43,10 +44,13 @@ class BlockMaxima:
             self.maxima[j, block] = scores[lo:lo + BLOCK].max()
 
     def rows_at_least(self, j: int, line: float) -> np.ndarray:
-        blocks = np.flatnonzero(self.maxima[j] >= line)
-        rows = (blocks[:, None] * BLOCK + self._offsets).ravel()
-        rows = rows[rows < self.scores.shape[1]]
-        return rows[self.scores[j, rows] >= line]
+        blocks = np.flatnonzero(self.maxima[j] >= line).tolist()
+        scores = self.scores[j]
+        if len(blocks) > _MAX_BLOCK_VISITS:  # near-ties everywhere: one sweep is cheaper
+            return np.flatnonzero(scores >= line)
+        parts = [np.flatnonzero(scores[b * BLOCK:(b + 1) * BLOCK] >= line) + b * BLOCK
+                 for b in blocks]
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.intp)
 
 
 def peel_blocked(blocks: BlockMaxima, k: int, person_of_row: Sequence[str],
