@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 REFRESH_S = 1.0
 STATUS_S = 5.0
 SHUTDOWN_FLUSH_S = 5.0
+CAMERA_OPEN_WAIT_S = 10.0
 #: Frame rate assumed for a replayed source that does not report one.
 DEFAULT_REPLAY_FPS = 25.0
 
@@ -101,9 +102,15 @@ class Daemon:
     def run(self) -> int:
         self.sweeper.start()
         self.publisher.start()
+        state = "no camera"
         if self.reader is not None:
             self.reader.start()
-        self.notifier.ready(f"running, camera {self.config.camera.id}")
+            # READY means "models loaded and camera open". A camera that does not open in time
+            # is still retried forever, but the service must not sit in "activating" until
+            # systemd's start timeout kills and restarts it: report ready, and say why not quite.
+            opened = self.reader.wait_open(CAMERA_OPEN_WAIT_S)
+            state = "camera open" if opened else "camera unavailable, retrying"
+        self.notifier.ready(f"running, {state} ({self.config.camera.id})")
         log.info("daemon ready", extra={"camera": self.config.camera.id,
                                         "backend": self.engine.backend,
                                         "templates": len(self.live.matcher)})
