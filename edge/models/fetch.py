@@ -37,7 +37,8 @@ def cached_ok(models_dir: Path, spec: ModelSpec) -> bool:
     return path.is_file() and sha256_file(path) == spec.source_sha256
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
+def write_atomic(dest: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: a crash leaves the old file or the new one, never half of one."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
@@ -62,7 +63,7 @@ def _store_verified(models_dir: Path, spec: ModelSpec, data: bytes, origin: str)
             "refusing an unverified model"
         )
     dest = source_path(models_dir, spec)
-    _write_atomic(dest, data)
+    write_atomic(dest, data)
     log.info("model stored", extra={"model": spec.id, "path": str(dest)})
     return dest
 

@@ -11,8 +11,6 @@ letterbox) and SFace gets a dynamic batch dimension (every face of a frame in on
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edge.errors import ModelError
-from edge.models.fetch import cached_ok, source_path
+from edge.models.fetch import cached_ok, source_path, write_atomic
 from edge.models.manifest import Manifest, prepared_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -169,21 +167,6 @@ def prepare_graph(source: Path, role: str) -> onnx.ModelProto:
     return model
 
 
-def _save_atomic(model: onnx.ModelProto, dest: Path) -> None:
-    data = model.SerializeToString(deterministic=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def prepare_models(manifest: Manifest, models_dir: Path, force: bool = False,
                    verify: bool = True) -> dict[str, Path]:
     """Prepare every model whose prepared file is missing or does not match the manifest."""
@@ -200,7 +183,7 @@ def prepare_models(manifest: Manifest, models_dir: Path, force: bool = False,
                 "sha256); run `edge-face models fetch` first"
             )
         model = prepare_graph(source_path(models_dir, spec), role)
-        _save_atomic(model, dest)
+        write_atomic(dest, model.SerializeToString(deterministic=True))
         digest = sha256_file(dest)
         if spec.prepared_sha256 and digest != spec.prepared_sha256:
             dest.unlink(missing_ok=True)
