@@ -575,3 +575,54 @@ def test_quantized_rows_are_within_their_residual() -> None:
     decoded = (quant.codes.astype(np.float64) - 128) * (0.5 / 127)
     assert np.linalg.norm(decoded - rows, axis=1).max() <= quant.max_residual + 1e-12
     assert quant.max_residual <= 0.5 / 127 / 2 * np.sqrt(DIM)
+
+
+def _brute_top2(gallery: np.ndarray, pids: list[str], probe: np.ndarray) -> tuple[str, str]:
+    scores = gallery.astype(np.float64) @ (probe / np.linalg.norm(probe)).astype(np.float64)
+    best: dict[str, float] = {}
+    for pid, value in zip(pids, scores.tolist(), strict=True):
+        best[pid] = max(best.get(pid, -2.0), value)
+    ranked = sorted(best, key=best.__getitem__, reverse=True)
+    return ranked[0], ranked[1]
+
+
+def test_fast_path_top2_matches_brute_force_and_general_path() -> None:
+    """float32 probes take the lock-free fast path; persons with 9 templates force its
+    whole-person hiding; answers must equal float64 brute force and the locked general path."""
+    rng = np.random.default_rng(7)
+    base = unit(rng, 60)
+    gallery = np.repeat(base, 9, axis=0) + 0.05 * rng.standard_normal((540, DIM))
+    gallery = (gallery / np.linalg.norm(gallery, axis=1, keepdims=True)).astype(np.float32)
+    pids = [f"p{i // 9}" for i in range(540)]
+    m = Matcher(DIM)
+    m.load([f"t{i}" for i in range(540)], pids, gallery)
+    probes = (3.0 * (base[:10] + 0.1 * rng.standard_normal((10, DIM)))).astype(np.float32)
+    assert m._fast.search(probes) is not None  # the fast path really answers this
+    one = [m.search(p)[0] for p in probes]  # 1-D probes
+    batch = m.search(probes)
+    general = m.search(probes.astype(np.float64))  # not float32: the general path
+    for j, probe in enumerate(probes):
+        first, second = _brute_top2(gallery, pids, probe)
+        for res in (one[j], batch[j], general[j]):
+            assert (res.person_id, res.second_person_id) == (first, second)
+        assert one[j].similarity == pytest.approx(general[j].similarity, abs=1e-5)
+        assert batch[j].second_similarity == pytest.approx(general[j].second_similarity,
+                                                           abs=1e-5)
+        assert one[j].decision == general[j].decision
+
+
+def test_fast_path_single_person_and_bad_float32_probes() -> None:
+    m = Matcher(DIM)
+    rng = np.random.default_rng(8)
+    m.load(["a", "b"], ["p", "p"], unit(rng, 2))
+    res = m.search(unit(rng, 1).astype(np.float32))[0]
+    assert res.person_id == "p" and res.second_person_id is None
+    assert res.second_similarity is None
+    bad = unit(rng, 3).astype(np.float32)
+    bad[1, 5] = np.nan
+    with pytest.raises(VectorError, match="row 1"):
+        m.search(bad)
+    with pytest.raises(VectorError, match="zero"):
+        m.search(np.zeros(DIM, dtype=np.float32))
+    with pytest.raises(VectorError, match="infinity"):
+        m.search(np.full((1, DIM), np.inf, dtype=np.float32))

@@ -1,0 +1,211 @@
+"""``Matcher.search`` for the common small case, without the lock or the general machinery.
+
+Why: below ~30k templates the fp32 scan takes microseconds (8 us at 1k), and the general path's
+fixed cost (validating and normalising in float64, the readers/writer lock, peeling persons
+through Python lists, ``PersonScore`` then ``MatchResult``) doubled it, making the matcher slower
+than FAISS flat. Here, for a float32 array of one probe or a small batch:
+
+- Validation is one dot product per probe: a finite sum of squares above a tiny floor means
+  every element is finite and the vector is not zero; anything else (NaN, inf, zero, squares
+  that overflow, other dtypes or shapes) goes to the general path, which names the problem.
+- Normalisation is deferred: the raw probe is scanned and only the two reported scores are
+  divided by its norm (a positive scale keeps the order).
+- Person-level top-2 stays exact: the best row, then hide rows one by one until the best
+  remaining row belongs to another person (a person has only a few templates; past
+  ``_PEEL_ROWS`` their rows are hidden at once).
+- No lock: an optimistic read. Writers bump ``Matcher.version`` before and after a change (odd
+  while one is under way). A read that starts on an odd version, ends on another version than it
+  started with, or raises, is discarded and the locked path answers instead. This relies on the
+  GIL making the counter's read and the writer's bumps ordered with the scan; on a free-threaded
+  interpreter the fast path is off.
+
+Returns ``None`` whenever it declines; the caller then takes the general path.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge.matching.results import MatchResult
+
+if TYPE_CHECKING:
+    from edge.matching.matcher import Matcher
+
+#: Below this squared norm (or at/above ``_MAX_SQ``) the general path scales the probe first.
+_MIN_SQ = 1e-30
+_MAX_SQ = 1e30
+#: Probes per batch served here; larger batches amortise the general path's fixed cost.
+MAX_BATCH = 16
+#: Rows hidden one at a time before hiding the whole person at once.
+_PEEL_ROWS = 4
+#: One probe: up to this many rows, one ``dot`` (OpenBLAS splits it over both cores: measured
+#: 44 us instead of 101 us in 1024-row blocks at 10k rows, FAISS flat 84 us). The price: on a
+#: busy box the split waits for the other core, so p99 grows. Beyond it, 1024-row blocks on the
+#: calling thread (the int8 scan takes over from ``INT8_MIN_ROWS`` in ``auto`` anyway).
+_ONE_PRODUCT_ROWS = 16_384
+_BLOCK_ROWS = 1024
+#: A batch up to this many rows x probes is one product (OpenBLAS may use both cores: at 1k x 8
+#: that halves the time); beyond it, blocks on the calling thread.
+_ONE_PRODUCT_WORK = 160_000
+
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+_NEG_INF = -np.inf
+
+
+class FastSearch:
+    def __init__(self, matcher: Matcher, max_rows_one: float, max_rows_batch: float) -> None:
+        self._m = matcher
+        self._max_one = max_rows_one
+        self._max_batch = max_rows_batch
+        self._local = threading.local()
+
+    def _scratch(self, size: int) -> np.ndarray:
+        """A per-thread score buffer, so a search allocates nothing for its scores."""
+        buf: np.ndarray | None = getattr(self._local, "buf", None)
+        if buf is None or buf.shape[0] < size:
+            buf = np.empty(max(size, 2 * (buf.shape[0] if buf is not None else 0)),
+                           dtype=np.float32)
+            self._local.buf = buf
+        return buf[:size]
+
+    def search(self, probes: Any) -> list[MatchResult] | None:
+        if not _GIL or type(probes) is not np.ndarray or probes.dtype != np.float32:
+            return None
+        m = self._m
+        dim = m._dim
+        shape = probes.shape
+        if len(shape) == 1:
+            if shape[0] != dim:
+                return None
+            return self._one(probes)
+        if len(shape) != 2 or shape[1] != dim:
+            return None
+        if shape[0] == 1:
+            return self._one(probes[0])
+        if 1 < shape[0] <= MAX_BATCH:
+            return self._batch(probes)
+        return None
+
+    def _one(self, q: np.ndarray) -> list[MatchResult] | None:
+        m = self._m
+        sq = float(np.dot(q, q))
+        if not _MIN_SQ < sq < _MAX_SQ:  # also false for NaN
+            return None
+        version = m.version
+        if version & 1:
+            return None
+        try:
+            table = m._table
+            size = table.size
+            if size == 0 or size >= self._max_one:
+                return None
+            vectors = table.vectors
+            s = self._scratch(size)
+            if size <= _ONE_PRODUCT_ROWS:
+                np.dot(vectors, q, out=s)
+            else:
+                for lo in range(0, size, _BLOCK_ROWS):
+                    np.dot(vectors[lo:lo + _BLOCK_ROWS], q, out=s[lo:lo + _BLOCK_ROWS])
+            person_of_row = table.person_of_row
+            best = int(s.argmax())
+            best_value = float(s[best])
+            person = person_of_row[best]
+            second, second_value = _runner_up(s, person, best, person_of_row,
+                                              table.rows_of_person)
+            template = table.template_ids[best]
+            second_person = person_of_row[second] if second >= 0 else None
+        except Exception:  # a write moved rows under us: the locked path decides
+            return None
+        if m.version != version:
+            return None
+        inv = 1.0 / math.sqrt(sq)
+        return [_result(person, template, best_value * inv, second_person,
+                        second_value * inv if second_person is not None else None,
+                        m._config)]
+
+    def _batch(self, probes: np.ndarray) -> list[MatchResult] | None:
+        m = self._m
+        n = probes.shape[0]
+        sq = np.einsum("ij,ij->i", probes, probes)
+        if not (float(sq.min()) > _MIN_SQ and float(sq.max()) < _MAX_SQ):
+            return None
+        version = m.version
+        if version & 1:
+            return None
+        try:
+            table = m._table
+            size = table.size
+            if size == 0 or size >= self._max_batch:
+                return None
+            vectors = table.vectors
+            probes_t = probes.T
+            if size * n <= _ONE_PRODUCT_WORK:
+                scores = vectors @ probes_t
+            else:
+                scores = np.empty((size, n), dtype=np.float32)
+                block = max(16, _BLOCK_ROWS // n)
+                for lo in range(0, size, block):
+                    np.dot(vectors[lo:lo + block], probes_t, out=scores[lo:lo + block])
+            person_of_row, template_ids = table.person_of_row, table.template_ids
+            rows_of_person = table.rows_of_person
+            cols = np.arange(n)
+            best = scores.argmax(axis=0)
+            best_values = scores[best, cols].tolist()
+            scores[best, cols] = _NEG_INF
+            seconds = scores.argmax(axis=0).tolist()
+            found = []
+            for j, row in enumerate(best.tolist()):
+                person = person_of_row[row]
+                second = seconds[j]
+                if person_of_row[second] == person:  # same person: peel this column
+                    second, second_value = _runner_up(scores[:, j], person, second,
+                                                      person_of_row, rows_of_person)
+                else:
+                    second_value = float(scores[second, j])
+                if second_value == _NEG_INF:
+                    second = -1
+                found.append((person, template_ids[row], best_values[j],
+                              person_of_row[second] if second >= 0 else None, second_value))
+        except Exception:  # a write moved rows under us: the locked path decides
+            return None
+        if m.version != version:
+            return None
+        config = m._config
+        inv = (1.0 / np.sqrt(sq.astype(np.float64))).tolist()
+        return [_result(person, template, value * inv[j], second_person,
+                        second_value * inv[j] if second_person is not None else None, config)
+                for j, (person, template, value, second_person, second_value)
+                in enumerate(found)]
+
+
+def _runner_up(s: np.ndarray, person: str, row: int, person_of_row: list[str],
+               rows_of_person: dict[str, list[int]]) -> tuple[int, float]:
+    """Best row of another person than ``person`` (whose row ``row`` is best); ``s`` is scratch.
+
+    Returns ``(-1, -inf)`` when every row belongs to ``person``.
+    """
+    for _ in range(_PEEL_ROWS):
+        s[row] = _NEG_INF
+        row = int(s.argmax())
+        value = float(s[row])
+        if value == _NEG_INF:
+            return -1, value
+        if person_of_row[row] != person:
+            return row, value
+    s[rows_of_person[person]] = _NEG_INF
+    row = int(s.argmax())
+    value = float(s[row])
+    return (-1, value) if value == _NEG_INF else (row, value)
+
+
+def _result(person: str, template: str, best: float, second_person: str | None,
+            second: float | None, config: Any) -> MatchResult:
+    """``results.decide`` inlined for the fast path; the rule must stay the same."""
+    ok = best >= config.threshold and (second is None or best - second >= config.margin)
+    return MatchResult(person, template, best, second_person, second,
+                       "match" if ok else "unknown")
