@@ -54,6 +54,7 @@ import cv2
 import numpy as np
 import onnxruntime
 import paho.mqtt.client as mqtt
+import results_md
 from clips import (
     FPS,
     ClipPlan,
@@ -1090,19 +1091,7 @@ def render(cmd: str, inproc: list[InProcess], rates: list[DaemonRun], ident: Ide
 
 
 def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace our section of RESULTS.md (or append it), leaving every other section as it is."""
-    existing = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n"
-    lines = existing.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
-    if start is None:
-        new = existing.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        tail = lines[end:]
-        new = "\n".join([*lines[:start], text.rstrip("\n"), *(["", *tail] if tail else [])])
-        new = new.rstrip("\n") + "\n"
-    path.write_text(new, encoding="utf-8")
+    results_md.write_section(SECTION, text, path)
 
 
 # -- main --------------------------------------------------------------------------------------
