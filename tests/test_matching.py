@@ -407,8 +407,8 @@ def test_auto_switches_scan_by_size() -> None:
     m = Matcher(DIM, int8_min_rows=1600)
     assert m.scan_kind(rows=1599) == "fp32"
     assert m.scan_kind(rows=1600) == "int8"
-    assert m.scan_kind(rows=399, probes=8) == "fp32"
-    assert m.scan_kind(rows=400, probes=8) == "int8"
+    assert m.scan_kind(rows=532, probes=8) == "fp32"
+    assert m.scan_kind(rows=533, probes=8) == "int8"
     assert Matcher(DIM, strategy="exact").scan_kind(rows=10**6) == "fp32"
     assert Matcher(DIM, strategy="int8").scan_kind(rows=1) == "int8"
 
@@ -618,6 +618,11 @@ def test_fast_path_single_person_and_bad_float32_probes() -> None:
     res = m.search(unit(rng, 1).astype(np.float32))[0]
     assert res.person_id == "p" and res.second_person_id is None
     assert res.second_similarity is None
+    pair = unit(rng, 2).astype(np.float32)
+    assert m._fast.search(pair) is not None  # the batch fast path answers a one-person gallery
+    for res in m.search(pair):
+        assert res.person_id == "p" and res.second_person_id is None
+        assert res.second_similarity is None
     bad = unit(rng, 3).astype(np.float32)
     bad[1, 5] = np.nan
     with pytest.raises(VectorError, match="row 1"):
