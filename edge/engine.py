@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -175,8 +174,3 @@ class FaceEngine:
 def similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Cosine similarity of two L2-normalised embeddings."""
     return float(np.dot(a, b))
-
-
-def default_fixture_dir() -> Path:
-    """The shipped sample portraits (source checkout), used by the demo and the tests."""
-    return Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "faces"
