@@ -2,8 +2,8 @@
 
 Why one layer: the CLI on the device and the FastAPI admin API must behave identically (same
 checks, same audit entries, same JSON), so both are thin shells that parse input, call a method
-here, and print or return the plain dict it gives back. Recognition (enroll, identify) is added
-here by the engine; it reaches the store through ``self.store``.
+here, and print or return the plain dict it gives back. Recognition (enroll, identify) lives
+beside it in ``edge.recognition.Recognizer``, over the same ``GalleryStore``.
 
 Thread safety: one ``GalleryService`` per process, shared by the daemon's threads and the API's
 workers; the store serialises them with its lock (see ``edge.gallery.store``).
