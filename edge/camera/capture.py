@@ -16,7 +16,7 @@ import cv2
 
 from edge.camera.convert import to_bgr
 from edge.camera.errors import CameraError, CameraUnavailable
-from edge.camera.frame import Frame
+from edge.camera.frame import Frame, SourceGeometry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def gstreamer_available() -> bool:
         return "GStreamer:                   YES" in cv2.getBuildInformation()
 
 
-class OpenCVCaptureSource:
+class OpenCVCaptureSource(SourceGeometry):
     """One ``cv2.VideoCapture`` on a device path or index, a stream URL or a pipeline string.
 
     For a device, the requested width, height and fps are set through ``CAP_PROP_*``; the camera
@@ -55,13 +55,6 @@ class OpenCVCaptureSource:
         self._size = (width, height)
         self._index = 0
 
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
 
     def _backend(self) -> int:
         if self.kind == "gstreamer":

@@ -50,3 +50,22 @@ class FrameSource(Protocol):
     def size(self) -> tuple[int, int]:
         """(width, height); (0, 0) while unknown."""
         ...
+
+
+class SourceGeometry:
+    """The ``fps`` and ``size`` every concrete source reports, updated once it has opened.
+
+    Sources set ``_fps`` and ``_size`` from what they were asked for, then from what the device,
+    stream or file actually delivers.
+    """
+
+    _fps: float = 0.0
+    _size: tuple[int, int] = (0, 0)
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size

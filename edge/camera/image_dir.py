@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from edge.camera.errors import CameraError
-from edge.camera.frame import Frame
+from edge.camera.frame import Frame, SourceGeometry
 from edge.camera.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def _natural_key(path: Path) -> list[object]:
             for part in re.split(r"(\d+)", path.name)]
 
 
-class ImageDirSource:
+class ImageDirSource(SourceGeometry):
     """Yields the folder's images in natural name order, paced at ``fps``, optionally looped.
 
     An image that does not decode is skipped with a warning (counted in ``skipped``) rather than
@@ -48,19 +48,11 @@ class ImageDirSource:
         self._pos = 0
         self._index = 0
         self._decoded_this_pass = 0
-        self._size = (0, 0)
+        self._size = (0, 0)  # then the first image's size; later images may differ
         self._pacer = Pacer(self._fps)
         self._opened = False
         self.skipped = 0
 
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """Size of the first image; later images may differ (the pipeline copes)."""
-        return self._size
 
     def open(self) -> None:
         if self._opened:

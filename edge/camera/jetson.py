@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from edge.camera.errors import CameraError, CameraUnavailable
-from edge.camera.frame import Frame
+from edge.camera.frame import Frame, SourceGeometry
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def jetson_argv(*, width: int = 0, height: int = 0, fps: float = 0.0, loop: bool
     return argv
 
 
-class JetsonSource:
+class JetsonSource(SourceGeometry):
     """Frames from ``jetson_utils.videoSource``, copied out of CUDA memory as BGR numpy arrays.
 
     videoSource reuses a small ring of buffers, so each frame is copied (the RGB->BGR conversion
@@ -121,13 +121,6 @@ class JetsonSource:
         self._size = (width, height)
         self._index = 0
 
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
 
     def open(self) -> None:
         if self._src is not None:

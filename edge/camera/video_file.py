@@ -11,7 +11,7 @@ import cv2
 
 from edge.camera.convert import to_bgr
 from edge.camera.errors import CameraError
-from edge.camera.frame import Frame
+from edge.camera.frame import Frame, SourceGeometry
 from edge.camera.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FILE_FPS = 25.0
 
 
-class VideoFileSource:
+class VideoFileSource(SourceGeometry):
     """Reads a clip with OpenCV, optionally paced to its frame rate and looped."""
 
     kind = "file"
@@ -37,13 +37,6 @@ class VideoFileSource:
         self._index = 0
         self._pacer: Pacer | None = None
 
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self._size
 
     def open(self) -> None:
         if self._cap is not None:
