@@ -64,6 +64,8 @@ class InferenceConfig:
     backend: Literal["auto", "onnxruntime-cpu", "onnxruntime-gpu", "tensorrt"] = "auto"
     # 0 lets onnxruntime choose (one per physical core).
     threads: int = 0
+    # Keep graphs optimised for this runtime and CPU in <models dir>/compiled (faster start).
+    cache: bool = True
 
 
 @dataclass(frozen=True)

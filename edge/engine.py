@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +20,7 @@ from edge.detection import rescue as rescue_views
 from edge.detection.yunet import YuNet, concat
 from edge.embedding.align import align
 from edge.embedding.sface import SFace
+from edge.errors import ImageError
 from edge.face import Face
 from edge.imageio import LoadedImage, load_image
 from edge.inference import create_session
@@ -47,15 +51,41 @@ class ImageResult:
     faces: list[Face]
 
 
+Source = str | os.PathLike[str] | bytes
+
+
+def default_jobs(inputs: int) -> int:
+    """Images analysed at once by a batch: one per core this process may run on, at most one
+    per input."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, inputs))
+
+
 class FaceEngine:
-    def __init__(self, config: Config) -> None:
+    """Detection, alignment, quality and embedding behind one object.
+
+    ``jobs`` is how many images the caller will analyse at once (``analyze_files``). With more
+    than one, each model runs on a single thread (when ``[inference] threads`` is 0) and the
+    cores are shared out image by image instead: on a 2-core x86 SFace takes 16 ms on one thread
+    and 12 ms on two, so two images side by side get through almost twice the work of one image
+    on two threads, and decoding, resizing and alignment run in parallel too.
+    """
+
+    def __init__(self, config: Config, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ValueError("jobs must be at least 1")
         self.config = config
+        self.jobs = jobs
         manifest = load_manifest()
         det_spec, det_path = resolve_prepared(config.models.dir, "detector", manifest)
         emb_spec, emb_path = resolve_prepared(config.models.dir, "embedder", manifest)
         # Measured on a 2-core x86: YuNet at 640x384 takes 5.7 ms on one thread, 8.4 ms on two.
         det_session = create_session(det_path, config.inference, auto_threads=1)
-        emb_session = create_session(emb_path, config.inference)
+        emb_session = create_session(emb_path, config.inference,
+                                     auto_threads=1 if jobs > 1 else 0)
         self.detector = YuNet(det_session, config.detection)
         self.embedder = SFace(emb_session)
         self.detector_id = det_spec.id
@@ -169,6 +199,37 @@ class FaceEngine:
                 face.quality["size"] *= loaded.scale
                 face.quality["inter_ocular"] *= loaded.scale
         return ImageResult(loaded, faces)
+
+    def analyze_files(self, sources: Iterable[Source], embed: bool = True,
+                      rescue: bool | None = None) -> Iterator[ImageResult | ImageError]:
+        """``analyze_file`` for each source, ``self.jobs`` at a time, results in input order.
+
+        A refused image is yielded as its ``ImageError`` rather than raised, so one bad file in
+        a batch costs only its own line. At most two images per job are in flight, which bounds
+        memory for a batch of any length. onnxruntime, OpenCV and Pillow's decoders release the
+        GIL, so threads are enough to fill the cores.
+        """
+        def one(source: Source) -> ImageResult | ImageError:
+            try:
+                return self.analyze_file(source, embed, rescue)
+            except ImageError as exc:
+                return exc
+
+        if self.jobs == 1:
+            yield from map(one, sources)
+            return
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="edge-analyze") as pool:
+            pending: deque[Future[ImageResult | ImageError]] = deque()
+            try:
+                for source in sources:
+                    pending.append(pool.submit(one, source))
+                    if len(pending) >= 2 * self.jobs:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+            finally:
+                for future in pending:  # the caller stopped early (or an error escaped)
+                    future.cancel()
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> float:

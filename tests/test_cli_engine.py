@@ -84,3 +84,27 @@ def test_missing_models_name_the_fix(tmp_path: Path, fixture_dir: Path) -> None:
     assert proc.returncode == 1
     assert "edge-face models fetch" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_embed_jobs_give_the_same_lines_as_one_at_a_time(models_dir: Path, fixture_dir: Path,
+                                                         tmp_path: Path) -> None:
+    paths = [str(p) for p in sorted(fixture_dir.glob("*.jpg"))]
+    one = run_cli(["embed", "--json", "--jobs", "1", *paths], models_dir, tmp_path)
+    two = run_cli(["embed", "--json", "--jobs", "2", *paths], models_dir, tmp_path)
+    assert one.returncode == two.returncode == 0, one.stderr + two.stderr
+    a = [json.loads(line) for line in one.stdout.splitlines()]
+    b = [json.loads(line) for line in two.stdout.splitlines()]
+    assert [x["path"] for x in a] == [x["path"] for x in b] == paths
+    for x, y in zip(a, b, strict=True):
+        assert len(x["faces"]) == len(y["faces"])
+        for f, g in zip(x["faces"], y["faces"], strict=True):
+            assert f["box"] == pytest.approx(g["box"], abs=0.01)
+            assert sum(u * v for u, v in zip(f["embedding"], g["embedding"], strict=True)) \
+                == pytest.approx(1.0, abs=1e-5)
+
+
+def test_embed_refuses_negative_jobs(models_dir: Path, fixture_dir: Path, tmp_path: Path) -> None:
+    proc = run_cli(["embed", "--jobs", "-1", str(fixture_dir / "obama.jpg")], models_dir,
+                   tmp_path)
+    assert proc.returncode == 2
+    assert "--jobs" in proc.stderr and "0 (one per core) or more" in proc.stderr

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.detection.yunet import shrink
 from edge.embedding.align import TEMPLATE, align, similarity_transform
 from edge.engine import FaceEngine
+from edge.errors import ImageError
 from edge.models import load_manifest
 from edge.models.fetch import source_path
 from edge.quality import reasons
@@ -201,3 +203,62 @@ def test_analyze_file_reports_source_pixels_after_reduced_decode(engine: FaceEng
     ref = _largest(engine, portraits["obama"])
     assert iou(result.faces[0].box, ref.box * 8) >= 0.85
     assert float(result.faces[0].embedding @ ref.embedding) > 0.9
+
+
+@pytest.fixture(scope="module")
+def parallel_engine(session_config) -> FaceEngine:
+    return FaceEngine(session_config, jobs=2)
+
+
+def test_parallel_batch_equals_one_by_one_in_input_order(engine: FaceEngine,
+                                                          parallel_engine: FaceEngine,
+                                                          fixture_dir: Path,
+                                                          tmp_path: Path) -> None:
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("hello", encoding="utf-8")
+    paths = [fixture_dir / f"{n}.jpg" for n in ("obama", "biden", "obama2")]
+    paths = [paths[0], bad, *paths[1:], paths[0]]
+    results = list(parallel_engine.analyze_files(paths))
+    assert len(results) == len(paths)
+    assert isinstance(results[1], ImageError) and "not-an-image.jpg" in str(results[1])
+    for path, got in zip(paths, results, strict=True):
+        if path == bad:
+            continue
+        assert not isinstance(got, ImageError)
+        want = engine.analyze_file(path)
+        assert len(got.faces) == len(want.faces) >= 1
+        for g, w in zip(got.faces, want.faces, strict=True):
+            np.testing.assert_allclose(g.box, w.box, atol=1e-3)
+            # One thread per model instead of two changes float summation order only.
+            assert float(g.embedding @ w.embedding) > 0.99999
+
+
+def test_parallel_batch_can_be_abandoned_part_way(parallel_engine: FaceEngine,
+                                                  fixture_dir: Path) -> None:
+    paths = [fixture_dir / "obama.jpg"] * 12
+    results = parallel_engine.analyze_files(paths)
+    first = next(results)
+    assert not isinstance(first, ImageError) and first.faces
+    results.close()  # the generator's pool shuts down; queued images are cancelled
+    again = list(parallel_engine.analyze_files(paths[:3]))
+    assert all(not isinstance(r, ImageError) and r.faces for r in again)
+
+
+def test_engine_refuses_zero_jobs(session_config) -> None:
+    with pytest.raises(ValueError, match="jobs"):
+        FaceEngine(session_config, jobs=0)
+
+
+@pytest.mark.parametrize(("src", "dst"), [((1500, 1000), (640, 427)), ((1280, 720), (640, 360)),
+                                          ((700, 500), (640, 457)), ((300, 200), (640, 427))])
+def test_shrink_is_close_to_an_area_average(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    rng = np.random.default_rng(7)
+    # A smooth picture with texture, like a photo (pure noise has no meaningful average).
+    yy, xx = np.mgrid[0:src[1], 0:src[0]].astype(np.float32)
+    base = 128 + 60 * np.sin(xx / 37) * np.cos(yy / 23)
+    img = np.clip(base[..., None] + rng.normal(0, 8, (*base.shape, 3)), 0, 255).astype(np.uint8)
+    out = shrink(img, *dst)
+    assert out.shape == (dst[1], dst[0], 3) and out.dtype == np.uint8
+    ref = cv2.resize(img, dst, interpolation=cv2.INTER_AREA if dst[0] < src[0]
+                     else cv2.INTER_LINEAR)
+    assert float(np.abs(out.astype(np.float32) - ref).mean()) < 3.0

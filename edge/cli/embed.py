@@ -9,8 +9,10 @@ import argparse
 import json
 import sys
 
+import numpy as np
+
 from edge.config import Config
-from edge.engine import FaceEngine, similarity
+from edge.engine import FaceEngine, ImageResult, default_jobs, similarity
 from edge.errors import EdgeError, ImageError
 
 
@@ -19,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--json", action="store_true", help="one JSON object per input per line")
     p.add_argument("--no-rescue", action="store_true", help="skip second detection passes")
+    p.add_argument("--jobs", type=_jobs, default=0, metavar="N",
+                   help="images analysed at once (default 0: one per CPU core)")
     p.set_defaults(func=_embed)
     v = sub.add_parser("verify", help="are the largest faces of two images the same person?")
     v.add_argument("a", metavar="A")
@@ -28,18 +32,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.set_defaults(func=_verify)
 
 
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (one per core) or more")
+    return value
+
+
 def _embed(args: argparse.Namespace, config: Config) -> int:
-    engine = FaceEngine(config)
+    engine = FaceEngine(config, jobs=args.jobs or default_jobs(len(args.paths)))
     failed = 0
-    for path in args.paths:
-        try:
-            result = engine.analyze_file(path, rescue=False if args.no_rescue else None)
-        except ImageError as exc:
+    results = engine.analyze_files(args.paths, rescue=False if args.no_rescue else None)
+    for path, result in zip(args.paths, results, strict=True):
+        if isinstance(result, ImageError):
             failed += 1
             if args.json:
-                print(json.dumps({"path": path, "error": str(exc)}), flush=True)
+                print(json.dumps({"path": path, "error": str(result)}), flush=True)
             else:
-                print(f"{path}: error: {exc}", file=sys.stderr)
+                print(f"{path}: error: {result}", file=sys.stderr)
             continue
         if args.json:
             print(json.dumps({"path": path, "faces": [f.to_json() for f in result.faces]}),
@@ -55,17 +68,19 @@ def _embed(args: argparse.Namespace, config: Config) -> int:
     return 1 if failed else 0
 
 
-def _largest_embedding(engine: FaceEngine, path: str):
-    faces = engine.analyze_file(path).faces
-    if not faces:
+def _largest(path: str, result: ImageResult | ImageError) -> np.ndarray:
+    if isinstance(result, ImageError):
+        raise result
+    if not result.faces:
         raise EdgeError(f"{path}: no face found")
-    return faces[0].embedding
+    return result.faces[0].embedding
 
 
 def _verify(args: argparse.Namespace, config: Config) -> int:
-    engine = FaceEngine(config)
+    engine = FaceEngine(config, jobs=default_jobs(2))
     threshold = config.matching.threshold if args.threshold is None else args.threshold
-    sim = similarity(_largest_embedding(engine, args.a), _largest_embedding(engine, args.b))
+    a, b = engine.analyze_files([args.a, args.b])
+    sim = similarity(_largest(args.a, a), _largest(args.b, b))
     match = sim >= threshold
     if args.json:
         print(json.dumps({"similarity": round(sim, 6), "match": match, "threshold": threshold}))

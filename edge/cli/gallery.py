@@ -12,12 +12,14 @@ import getpass
 import json
 import os
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import Config
-from edge.gallery.times import parse_iso
-from edge.service import GalleryService
+
+if TYPE_CHECKING:  # imported when a command runs: the store and its crypto cost ~20 ms
+    from edge.service import GalleryService
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -48,7 +50,15 @@ def _consent_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _service(config: Config) -> GalleryService:
+    from edge.service import GalleryService
+
     return GalleryService.open(config)
+
+
+def parse_iso(text: str, what: str) -> datetime:
+    from edge.gallery.times import parse_iso as parse
+
+    return parse(text, what)
 
 
 def _cmd(fn: Callable[[argparse.Namespace, GalleryService], int]) -> Handler:
@@ -196,6 +206,8 @@ def _gallery_sweep(args: argparse.Namespace, svc: GalleryService) -> int:
 
 
 def _gallery_keygen(args: argparse.Namespace, config: Config) -> int:
+    from edge.service import GalleryService
+
     data = GalleryService.keygen(config, signing_key_file=args.signing_key,
                                  fleet_key_file=args.fleet_key)
     _emit(args, data, lambda: "\n".join([

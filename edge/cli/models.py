@@ -8,9 +8,10 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.models import load_manifest
-from edge.models.fetch import cached_ok, fetch_models, source_path
-from edge.models.manifest import sha256_file
-from edge.models.prepare import prepare_models, prepared_path
+from edge.models.manifest import prepared_path, sha256_file
+
+# The implementations are imported by the handlers: `prepare` pulls in onnx (~50 ms), which
+# every other edge-face command would otherwise pay at start-up just to build its --help.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace, config: Config) -> int:
+    from edge.models.fetch import fetch_models
+
     paths = fetch_models(load_manifest(), config.models.dir, args.source, args.force)
     for path in paths:
         print(f"ok {path}")
@@ -40,6 +43,8 @@ def _fetch(args: argparse.Namespace, config: Config) -> int:
 
 
 def _prepare(args: argparse.Namespace, config: Config) -> int:
+    from edge.models.prepare import prepare_models
+
     out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify)
     for role, path in out.items():
         print(f"ok {role} {path}")
@@ -47,6 +52,8 @@ def _prepare(args: argparse.Namespace, config: Config) -> int:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
+    from edge.models.fetch import cached_ok, source_path
+
     manifest = load_manifest()
     rows = []
     for role, spec in manifest.models.items():

@@ -14,7 +14,6 @@ import sys
 
 from edge.config import Config
 from edge.errors import ImageError
-from edge.recognition import open_recognizer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _enroll(args: argparse.Namespace, config: Config) -> int:
+    from edge.recognition import open_recognizer
+
     rec = open_recognizer(config)
     out = rec.enroll(args.person_id, args.images, force=args.force, actor="cli")
     for warning in out.pop("warnings", []):
@@ -46,6 +47,8 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
 
 
 def _identify(args: argparse.Namespace, config: Config) -> int:
+    from edge.recognition import open_recognizer
+
     rec = open_recognizer(config)
     failed = 0
     for path in args.images:

@@ -43,7 +43,8 @@ def _load(name: str, model: Path, config: InferenceConfig,
         from edge.inference.ort import OrtSession
 
         return OrtSession(model, threads=threads, providers=["CPUExecutionProvider"],
-                          backend="onnxruntime-cpu")
+                          backend="onnxruntime-cpu",
+                          cache_dir=model.parent / "compiled" if config.cache else None)
     if name == "onnxruntime-gpu":
         from edge.inference.ort import OrtSession, gpu_providers
 
