@@ -509,7 +509,10 @@ def reading(run: AccuracyRun | None, pairs: list[Pair], modes: dict[str, Process
                f"default vs {eq.faces} with a single pass), and "
                if dflt.faces != eq.faces else
                "the first pass finds a face in every photo here, so no second pass runs, but ")
-            + "the orientation sweep runs eight more detections around every face found.")
+            + "the orientation sweep runs eight more small detections around every face "
+              "scoring below 0.92. Both sides use both cores: we analyse one photo per core "
+              "(`embed --jobs`, default one per core), each model on one thread; OpenCV splits "
+              "every layer across its two threads.")
     if "ours (default)" in stages and "ours --no-rescue" in stages:
         d = stages["ours (default)"].ms["detect"] - stages["ours --no-rescue"].ms["detect"]
         parts.append(f"In-process, detection with the default settings costs {d:.0f} ms per "
@@ -525,10 +528,12 @@ def reading(run: AccuracyRun | None, pairs: list[Pair], modes: dict[str, Process
             "int8 files). Our start-up (imports, two onnxruntime sessions, the 38.7 MB fp32 "
             "SFace graph) is paid once per process and "
             "weighs on the whole-process ratio and on the peak RSS.")
+    busy = float(load.split(",")[0]) >= 1.0
     parts.append(
-        "Other CPU-heavy processes (other helpers' test suites) ran on this 2-core box at the "
-        f"same time (load average {load}), so the absolute numbers are noisy and even the "
-        "ratios move from run to run; they come from the same run, with the sides interleaved.")
+        ("Other CPU-heavy processes ran on this 2-core box at the same time "
+         if busy else "The box was otherwise quiet ")
+        + f"(load average {load}); absolute numbers move from run to run, the ratios less so: "
+        "they come from the same run, with the sides interleaved.")
     return " ".join(parts)
 
 

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detection.yunet import shrink
 from edge.embedding.align import TEMPLATE, align, similarity_transform
 from edge.engine import FaceEngine
 from edge.errors import ImageError
@@ -247,18 +246,3 @@ def test_parallel_batch_can_be_abandoned_part_way(parallel_engine: FaceEngine,
 def test_engine_refuses_zero_jobs(session_config) -> None:
     with pytest.raises(ValueError, match="jobs"):
         FaceEngine(session_config, jobs=0)
-
-
-@pytest.mark.parametrize(("src", "dst"), [((1500, 1000), (640, 427)), ((1280, 720), (640, 360)),
-                                          ((700, 500), (640, 457)), ((300, 200), (640, 427))])
-def test_shrink_is_close_to_an_area_average(src: tuple[int, int], dst: tuple[int, int]) -> None:
-    rng = np.random.default_rng(7)
-    # A smooth picture with texture, like a photo (pure noise has no meaningful average).
-    yy, xx = np.mgrid[0:src[1], 0:src[0]].astype(np.float32)
-    base = 128 + 60 * np.sin(xx / 37) * np.cos(yy / 23)
-    img = np.clip(base[..., None] + rng.normal(0, 8, (*base.shape, 3)), 0, 255).astype(np.uint8)
-    out = shrink(img, *dst)
-    assert out.shape == (dst[1], dst[0], 3) and out.dtype == np.uint8
-    ref = cv2.resize(img, dst, interpolation=cv2.INTER_AREA if dst[0] < src[0]
-                     else cv2.INTER_LINEAR)
-    assert float(np.abs(out.astype(np.float32) - ref).mean()) < 3.0

@@ -43,9 +43,10 @@ def _jobs(text: str) -> int:
 
 
 def _embed(args: argparse.Namespace, config: Config) -> int:
-    engine = FaceEngine(config, jobs=args.jobs or default_jobs(len(args.paths)))
+    jobs = args.jobs or default_jobs(len(args.paths))
     failed = 0
-    results = engine.analyze_files(args.paths, rescue=False if args.no_rescue else None)
+    results = FaceEngine.open_and_analyze(config, args.paths, jobs,
+                                          rescue=False if args.no_rescue else None)
     for path, result in zip(args.paths, results, strict=True):
         if isinstance(result, ImageError):
             failed += 1
@@ -77,9 +78,8 @@ def _largest(path: str, result: ImageResult | ImageError) -> np.ndarray:
 
 
 def _verify(args: argparse.Namespace, config: Config) -> int:
-    engine = FaceEngine(config, jobs=default_jobs(2))
     threshold = config.matching.threshold if args.threshold is None else args.threshold
-    a, b = engine.analyze_files([args.a, args.b])
+    a, b = FaceEngine.open_and_analyze(config, [args.a, args.b], default_jobs(2))
     sim = similarity(_largest(args.a, a), _largest(args.b, b))
     match = sim >= threshold
     if args.json:
