@@ -467,19 +467,21 @@ def _accuracy_reading(run: AccuracyRun, pairs: list[Pair]) -> list[str]:
             f"{c.name} (face {c.face_px:.0f} px; cosine to OpenCV's embedding {c.cos_default:.2f} "
             f"by default, {c.cos_no_rescue:.2f} with a single pass)" for c in run.disagree)
         single_ok = all(c.cos_no_rescue >= 0.99 for c in run.disagree)
-        parts.append(
-            f"{traced} of the {lost} pair decisions we lose, over all conditions, involve a "
-            f"photo whose CLEAN embedding already differs from OpenCV's although both run the "
-            f"same models on the same pixels: {detail}."
-            + (" The single pass agrees with OpenCV, so the difference comes from the rescue "
-               "step's orientation sweep (`FaceEngine._upright`, which runs on every face when "
-               "rescue is on) choosing a rotated view and its landmarks for an upright face. "
-               "Suspected cause: the sweep runs the detector on a crop of about 2.4x the face at "
-               "full resolution, so a face this large is beyond the sizes YuNet's anchors "
-               "cover and only partial-face detections compete in the eight views; a rotated "
-               "one can outscore the upright one. Degrading the probe cannot repair a broken "
-               "clean enrollment, which is why the same pairs are lost in every condition."
-               if single_ok else ""))
+        if traced == 0:
+            parts.append(
+                f"None of the {lost} pair decisions we lose involves a photo whose clean "
+                "embedding differs from OpenCV's, so the losses come from the degraded probes "
+                f"themselves. (Clean photos where the two embeddings differ: {detail}.)")
+        else:
+            parts.append(
+                f"{traced} of the {lost} pair decisions we lose, over all conditions, involve "
+                "a photo whose CLEAN embedding already differs from OpenCV's although both run "
+                f"the same models on the same pixels: {detail}."
+                + (" The single pass agrees with OpenCV, so the difference comes from the "
+                   "rescue step's orientation sweep (`FaceEngine._upright`, which runs on faces "
+                   "scoring below 0.92) choosing a rotated view and its landmarks. Degrading "
+                   "the probe cannot repair a broken clean enrollment, which is why the same "
+                   "pairs are lost in every condition." if single_ok else ""))
     elif worse:
         parts.append("The lost pairs are listed above; no clean photo disagrees with OpenCV, so "
                      "the losses come from the degraded probes themselves.")
