@@ -16,6 +16,7 @@ from edge.errors import EdgeError
 from edge.matching import (
     Matcher,
     MatcherError,
+    MatchResult,
     PersonScore,
     TemplateIdError,
     VectorError,
@@ -609,6 +610,9 @@ def test_fast_path_top2_matches_brute_force_and_general_path() -> None:
         assert batch[j].second_similarity == pytest.approx(general[j].second_similarity,
                                                            abs=1e-5)
         assert one[j].decision == general[j].decision
+        assert type(batch[j]) is MatchResult and batch[j] == general[j]._replace(
+            similarity=batch[j].similarity, second_similarity=batch[j].second_similarity)
+        assert batch[j].matched_person_id == general[j].matched_person_id
 
 
 def test_fast_path_single_person_and_bad_float32_probes() -> None:
