@@ -63,7 +63,8 @@ def environment() -> list[str]:
         f"cpu: {cpu_model()}, {os.cpu_count()} logical CPUs, "
         f"{len(os.sched_getaffinity(0))} usable",
         "OPENBLAS_CORETYPE=" + os.environ.get("OPENBLAS_CORETYPE", "(unset)")
-        + ", OPENBLAS_L2_SIZE=" + os.environ.get("OPENBLAS_L2_SIZE", "(unset)"),
+        + ", OPENBLAS_L2_SIZE=" + os.environ.get("OPENBLAS_L2_SIZE", "(unset)")
+        + ", OMP_WAIT_POLICY=" + os.environ.get("OMP_WAIT_POLICY", "(unset)"),
     ]
     try:
         from threadpoolctl import threadpool_info
@@ -258,7 +259,12 @@ def render(results: list[tuple[list[Row], dict[str, str]]], env: list[str], comm
             "a few us per call, about FAISS's own wrapper cost at 1k). From 100k on the int8 "
             "scan (a quarter of the bytes, MLAS VNNI kernels) with exact re-ranking wins, and "
             "from 131k templates (262k for a batch) it runs on a copy of the gallery packed "
-            "once into MLAS's layout (`edge/matching/packed.py`).", ""]
+            "once into MLAS's layout (`edge/matching/packed.py`). FAISS's two-thread times "
+            "at 1k-10k rely on its OpenMP workers spinning between calls (GNU OpenMP's "
+            "default): run with `OMP_WAIT_POLICY=passive` (shown under Environment) FAISS "
+            "takes about twice as long, and while they spin they take a core from the "
+            "search timed after them, which here is ours (our scans never spin: on a device "
+            "the cameras and the embedder need those cycles).", ""]
     return "\n".join(out)
 
 
