@@ -195,16 +195,26 @@ def bench_size(size: int, reps: int, seed: int) -> tuple[list[Row], dict[str, st
     batches = {1: [probes[i:i + 1] for i in range(len(probes))],
                8: [probes[i:i + 8] for i in range(0, len(probes), 8)]}
     block = 10
-    for rnd in range(0, reps, block):
+    # The three sides take turns in blocks, and the order rotates every round: a library's
+    # idle worker threads (FAISS's OpenMP workers spin after each call) slow whatever runs
+    # right after it, so each side must follow each other side equally often.
+    def side(name: str, row: Row):  # type: ignore[no-untyped-def]
+        if name == "ours":
+            return row.ours, 2, matcher.search
+        return (row.faiss2 if name == "faiss2" else row.faiss1,
+                2 if name == "faiss2" else 1, lambda q: index.search(q, 1))
+
+    names = ["faiss2", "faiss1", "ours"]
+    for turn, rnd in enumerate(range(0, reps, block)):
+        order = names[turn % 3:] + names[:turn % 3]
         for b, row in rows.items():
             cycle = batches[b]
-            for threads, sink in ((2, row.faiss2), (1, row.faiss1)):
+            for name in order:
+                sink, threads, fn = side(name, row)
                 faiss.omp_set_num_threads(threads)
                 for i in range(rnd, rnd + block):
-                    sink.append(timed(lambda q: index.search(q, 1), cycle[i % len(cycle)]))
-            faiss.omp_set_num_threads(2)
-            for i in range(rnd, rnd + block):
-                row.ours.append(timed(matcher.search, cycle[i % len(cycle)]))
+                    sink.append(timed(fn, cycle[i % len(cycle)]))
+    faiss.omp_set_num_threads(2)
     return list(rows.values()), info
 
 
@@ -262,9 +272,8 @@ def render(results: list[tuple[list[Row], dict[str, str]]], env: list[str], comm
             "once into MLAS's layout (`edge/matching/packed.py`). FAISS's two-thread times "
             "at 1k-10k rely on its OpenMP workers spinning between calls (GNU OpenMP's "
             "default): run with `OMP_WAIT_POLICY=passive` (shown under Environment) FAISS "
-            "takes about twice as long, and while they spin they take a core from the "
-            "search timed after them, which here is ours (our scans never spin: on a device "
-            "the cameras and the embedder need those cycles).", ""]
+            "takes about twice as long, and while they spin they take a core from whatever "
+            "is timed next, which is why the sides take turns in a rotating order.", ""]
     return "\n".join(out)
 
 
