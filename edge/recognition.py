@@ -36,10 +36,14 @@ class DuplicatePersonError(EdgeError):
 class LiveMatcher:
     """A ``Matcher`` that follows the gallery store, in this process and across processes."""
 
-    def __init__(self, store: GalleryStore, model_id: str, config: Config) -> None:
+    def __init__(self, store: GalleryStore, model_id: str, config: Config,
+                 long_lived: bool = True) -> None:
+        """``long_lived=False`` for a one-shot command: no packed copy of a big gallery is
+        built in the background (``Matcher(packed=...)``), since the process ends first."""
         self.store = store
         self.model_id = model_id
-        self.matcher = Matcher(config=config.matching, threads=config.inference.threads)
+        self.matcher = Matcher(config=config.matching, threads=config.inference.threads,
+                               packed=long_lived)
         self._refresh_lock = threading.Lock()
         self._seq = store.attach(model_id, self._load, self._apply)
 
@@ -74,11 +78,12 @@ class LiveMatcher:
 class Recognizer:
     """Enroll people from photos and identify faces, over one store and one live matcher."""
 
-    def __init__(self, config: Config, store: GalleryStore, engine: FaceEngine) -> None:
+    def __init__(self, config: Config, store: GalleryStore, engine: FaceEngine,
+                 long_lived: bool = True) -> None:
         self.config = config
         self.store = store
         self.engine = engine
-        self.live = LiveMatcher(store, engine.embedder_id, config)
+        self.live = LiveMatcher(store, engine.embedder_id, config, long_lived)
 
     @property
     def matcher(self) -> Matcher:
@@ -182,6 +187,8 @@ class Recognizer:
 
 
 def open_recognizer(config: Config) -> Recognizer:
-    return Recognizer(config, GalleryStore.from_config(config), FaceEngine(config))
+    """The recognizer of a one-shot CLI command."""
+    return Recognizer(config, GalleryStore.from_config(config), FaceEngine(config),
+                      long_lived=False)
 
 

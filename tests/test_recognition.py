@@ -115,3 +115,14 @@ def test_changes_by_another_process_reach_the_live_matcher(make_config, engine,
     assert proc.returncode == 0, proc.stderr
     assert daemon_side.live.refresh() >= 1
     assert daemon_side.identify_faces(probe)[0].matched_person_id is None
+
+
+def test_one_shot_commands_build_no_packed_copy(make_config) -> None:
+    """A CLI process ends before a big gallery's packed copy would pay off; the daemon keeps one."""
+    from edge.recognition import open_recognizer
+
+    config = make_config()
+    rec = open_recognizer(config)
+    assert rec.live.matcher._repacker is None
+    daemon_side = Recognizer(config, rec.store, rec.engine)
+    assert daemon_side.live.matcher._repacker is not None
