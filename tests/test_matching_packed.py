@@ -16,7 +16,7 @@ import pytest
 from edge.matching import Matcher
 from edge.matching import packed as packed_mod
 from edge.matching.packed import PackedScan, Repacker, transposed_codes
-from edge.matching.quantize import ZERO_POINT
+from edge.matching.quantize import GALLERY_LEVELS, PROBE_LEVELS, ZERO_POINT
 
 DIM = 128
 ROWS = 3000
@@ -63,23 +63,31 @@ def same_answers(a: Matcher, b: Matcher, probes: np.ndarray) -> None:
             assert x.second_similarity == pytest.approx(y.second_similarity, abs=1e-6)
 
 
-def test_packed_scan_is_exact_integer_arithmetic() -> None:
+def test_packed_scan_is_exact_integer_arithmetic_at_the_code_limits() -> None:
     rng = np.random.default_rng(1)
-    codes = rng.integers(0, 256, size=(500, DIM), dtype=np.uint8)
-    codes[:4] = 255  # extremes: saturation would show here
-    codes[4:8] = 1
-    probe = rng.integers(-127, 128, size=(DIM, 3), dtype=np.int8)
-    probe[:, 0] = 127
-    scan = PackedScan(transposed_codes(codes), threads=2)
-    got = scan.scores(probe, 0.5).astype(np.float64)
-    want = ((codes.astype(np.int64) - ZERO_POINT) @ probe.astype(np.int64)).T * 0.5
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    xq = rng.integers(-GALLERY_LEVELS, GALLERY_LEVELS + 1, size=(500, DIM))
+    xq[:4], xq[4:8] = GALLERY_LEVELS, -GALLERY_LEVELS  # where a saturating kernel goes wrong
+    qq = rng.integers(-PROBE_LEVELS, PROBE_LEVELS + 1, size=(DIM, 3))
+    qq[:, 0], qq[:, 1] = PROBE_LEVELS, -PROBE_LEVELS
+    scan = PackedScan(transposed_codes((xq + ZERO_POINT).astype(np.uint8)), threads=2)
+    got = scan.scores(qq.astype(np.int8), 0.5).astype(np.float64)
+    np.testing.assert_array_equal(got, (xq @ qq).T * 0.5)
 
 
-def test_source_buffer_check_answers_and_is_remembered() -> None:
-    first = packed_mod.source_needed()
-    assert isinstance(first, bool)
-    assert packed_mod.source_needed() is first
+def test_support_check_answers_once_and_the_matcher_obeys_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = packed_mod.packed_support()
+    assert first[0] is True  # this machine's onnxruntime packs exactly
+    assert packed_mod.packed_support() is first
+    # A CPU whose kernel got the limits wrong: the matcher must stay on the plain scan.
+    monkeypatch.setattr("edge.matching.matcher.packed_support", lambda: (False, True))
+    tids, pids, vecs = gallery()
+    m = packed_matcher()
+    m.load(tids, pids, vecs)
+    assert m.settle(10)
+    assert m._packed is None and m.scan_kind() == "int8"
+    same_answers(m, exact_matcher(tids, pids, vecs),
+                 probes_near(vecs, np.random.default_rng(9), 8))
 
 
 def test_searches_through_the_packed_copy_equal_exact_search() -> None:

@@ -30,7 +30,7 @@ from edge.config import MatchingConfig
 from edge.matching.errors import MatcherError
 from edge.matching.fastpath import FastSearch
 from edge.matching.kernel import PARALLEL_MIN_WORK, Int8Scanner, get_scanner
-from edge.matching.packed import PackedScan, Repacker, source_needed, transposed_codes
+from edge.matching.packed import PackedScan, Repacker, packed_support, transposed_codes
 from edge.matching.quantize import error_bounds, quantize_probes
 from edge.matching.results import MatchResult, PersonScore, decide
 from edge.matching.rwlock import RWLock
@@ -197,9 +197,10 @@ class Matcher:
                 and self._scanner_for(rows, 1) is not None)
 
     def _request_pack(self, now: bool = False) -> None:
-        if self._repacker is not None and (self._packed is not None
-                                           or self._wants_pack(self._table.size)):
-            self._repacker.request(now)
+        repacker = self._repacker  # set to None from the repacking thread if unsupported
+        if repacker is not None and (self._packed is not None
+                                     or self._wants_pack(self._table.size)):
+            repacker.request(now)
 
     def _build_pack(self) -> bool:
         """Pack the current rows; False when a write made the result stale before it landed."""
@@ -208,6 +209,9 @@ class Matcher:
             packed = self._packed
             if packed is not None and packed[0] == version:
                 return True
+            usable, keep_source = packed_support()
+            if not usable:
+                self._repacker = None  # the plain scan serves; scan_kind says so
             if not self._wants_pack(table.size):
                 self._packed = None
                 return True
@@ -217,7 +221,7 @@ class Matcher:
             # part, packing, runs after the lock is released and without the GIL.
             source = transposed_codes(table.codes)
         threads = self._threads if rows >= PARALLEL_MIN_WORK else 1
-        scan = PackedScan(source, threads, keep_source=source_needed())
+        scan = PackedScan(source, threads, keep_source=keep_source)
         del source
         if self.version != version:
             return False

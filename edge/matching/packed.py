@@ -13,9 +13,10 @@ from and is only used while that version is current, so a search never sees stal
 
 The gallery reaches onnxruntime as an external initializer (no 128 MB protobuf to serialise),
 and session creation runs without the GIL, so a rebuild does not stall the daemon's other
-threads. Whether onnxruntime still reads our source buffer after packing is checked once per
-process (``source_needed``); only when it provably does not is that buffer released, saving
-its 128 bytes a template.
+threads. Once per process (``packed_support``) a packed scan of extreme codes is compared with
+exact integer arithmetic (no packed scan is used otherwise), and whether onnxruntime still reads
+our source buffer after packing is checked; only when it provably does not is that buffer
+released, saving its 128 bytes a template.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from edge.matching.quantize import ZERO_POINT
+from edge.matching.quantize import GALLERY_LEVELS, PROBE_LEVELS, ZERO_POINT
 
 log = logging.getLogger(__name__)
 
 _NAME = "gallery"
+#: Probes enter as operand A, the unsigned one, shifted into 1..127: x86 kernels without VNNI
+#: multiply unsigned by signed bytes with ``vpmaddubsw``, which saturates a pair of products at
+#: 32767, and 127 * 127 * 2 = 32258 cannot reach it (the plain scan's 128-centred codes could).
+PROBE_ZERO_POINT = PROBE_LEVELS + 1
 
 
 def _model_bytes(dim: int, rows: int) -> bytes:
@@ -44,8 +49,8 @@ def _model_bytes(dim: int, rows: int) -> bytes:
     entry = gallery.external_data.add()
     entry.key, entry.value = "location", "supplied-in-memory"  # never read from disk
     one = helper.make_tensor("one", TensorProto.FLOAT, [], [1.0])
-    zero = helper.make_tensor("zero_point", TensorProto.UINT8, [], [ZERO_POINT])
-    # Probes are operand A (uint8 around ZERO_POINT), the gallery B (int8): the integer
+    zero = helper.make_tensor("zero_point", TensorProto.UINT8, [], [PROBE_ZERO_POINT])
+    # Probes are operand A (uint8 around PROBE_ZERO_POINT), the gallery B (int8): the integer
     # products are those of the plain scan. MatMulIntegerToFloat scales A per tensor only, so
     # the scores come out in units of each probe's own step (see ``PackedScan.scores``).
     nodes = [helper.make_node("MatMulIntegerToFloat",
@@ -101,48 +106,56 @@ class PackedScan:
         row (the re-ranking does) divide their bound by the step instead, which saves a pass
         over 4 MB per probe at 1M templates.
         """
-        probes = np.ascontiguousarray(probe_codes.T).view(np.uint8) ^ np.uint8(0x80)
+        probes = (np.ascontiguousarray(probe_codes.T) + np.int8(PROBE_ZERO_POINT)).view(np.uint8)
         feeds = {"probes": probes, "gallery_step": np.asarray(gallery_step, dtype=np.float32)}
         return self._session.run(None, feeds)[0]
 
 
 _check_lock = threading.Lock()
-_source_needed: bool | None = None
+_support: tuple[bool, bool] | None = None
 
 
-def source_needed() -> bool:
-    """Does onnxruntime still read the source buffer after creating a packed session?
+def packed_support() -> tuple[bool, bool]:
+    """``(usable, keep_source)`` for this process's onnxruntime and CPU, checked once.
 
-    Checked once per process on a small gallery: build, overwrite the source, search, compare
-    with exact integer arithmetic. Any doubt (a failure, a difference) answers yes, and the
-    source is then kept alive for as long as its session.
+    usable: a packed scan of extreme codes (every gallery and probe value at its limits, where
+    a saturating kernel would go wrong) equals exact integer arithmetic. Without that the error
+    bound would not hold, so the matcher then stays on the plain scan.
+    keep_source: onnxruntime still reads the buffer it was given after packing it (checked by
+    overwriting the buffer and searching again); any doubt keeps it alive with its session.
     """
-    global _source_needed
+    global _support
     with _check_lock:
-        if _source_needed is None:
-            _source_needed = _probe_source_use()
-        return _source_needed
+        if _support is None:
+            _support = _check_support()
+        return _support
 
 
-def _probe_source_use() -> bool:
+def _check_support() -> tuple[bool, bool]:
     rng = np.random.default_rng(2024)
     dim, rows = 128, 96
-    codes = rng.integers(0, 256, size=(rows, dim), dtype=np.uint8)
-    probe = rng.integers(-127, 128, size=(dim, 2), dtype=np.int8)
-    want = ((codes.astype(np.int64) - ZERO_POINT) @ probe.astype(np.int64)).T.astype(np.float64)
+    xq = rng.integers(-GALLERY_LEVELS, GALLERY_LEVELS + 1, size=(rows, dim))
+    xq[:8], xq[8:16] = GALLERY_LEVELS, -GALLERY_LEVELS
+    qq = rng.integers(-PROBE_LEVELS, PROBE_LEVELS + 1, size=(dim, 3))
+    qq[:, 0], qq[:, 1] = PROBE_LEVELS, -PROBE_LEVELS
+    want = (xq @ qq).T.astype(np.float64)
+    codes = (xq + ZERO_POINT).astype(np.uint8)
+    probes = qq.astype(np.int8)
     try:
         scan = PackedScan(transposed_codes(codes), threads=1, keep_source=True)
+        if not np.array_equal(scan.scores(probes, 1.0).astype(np.float64), want):
+            log.warning("packed int8 scan differs from exact integer arithmetic; not used",
+                        extra={"event": "matcher_packed_unavailable"})
+            return False, True
         source: Any = scan._source
         scan._source = None
         source.fill(0)  # if onnxruntime still reads this buffer, the scores change
-        got = scan.scores(probe, 1.0).astype(np.float64)
-    except Exception as exc:  # any doubt keeps the buffer
-        log.info("packed scan keeps its source", extra={"reason": f"{type(exc).__name__}"})
-        return True
-    if np.array_equal(got, want):
-        return False
-    log.info("packed scan keeps its source", extra={"reason": "source still read"})
-    return True
+        reused = not np.array_equal(scan.scores(probes, 1.0).astype(np.float64), want)
+    except Exception as exc:  # cannot build or run: the plain scan serves
+        log.warning("packed int8 scan unavailable", extra={
+            "event": "matcher_packed_unavailable", "reason": f"{type(exc).__name__}: {exc}"})
+        return False, True
+    return True, reused
 
 
 class Repacker:
