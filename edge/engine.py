@@ -227,11 +227,12 @@ class FaceEngine:
         Loading the models takes ~100 ms on one core, and decoding needs no model: the first
         photos decode on the other core meanwhile. For a one-shot command (``embed`` on a
         folder, ``verify``) that is a few percent of its whole life. A model that cannot load
-        raises its error from the first result.
+        raises its error from the first readable image's result, or at the end.
         """
         with ThreadPoolExecutor(1, thread_name_prefix="edge-load") as loader:
             engine = loader.submit(cls, config, jobs)
             yield from _batch(config, sources, jobs, engine.result, embed, rescue)
+            engine.result()  # even when every image was refused, a broken setup is reported
 
 
 def load_photo(config: Config, source: Source) -> LoadedImage:

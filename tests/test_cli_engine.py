@@ -108,3 +108,12 @@ def test_embed_refuses_negative_jobs(models_dir: Path, fixture_dir: Path, tmp_pa
                    tmp_path)
     assert proc.returncode == 2
     assert "--jobs" in proc.stderr and "0 (one per core) or more" in proc.stderr
+
+
+def test_missing_models_are_reported_even_when_every_image_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("hello", encoding="utf-8")
+    proc = run_cli(["embed", "--json", str(bad)], tmp_path / "no-models", tmp_path)
+    assert proc.returncode != 0
+    assert "error" in json.loads(proc.stdout.splitlines()[0])
+    assert "models fetch" in proc.stderr
