@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.config import Config
+from edge.cpus import available_cpus
 from edge.detection import rescue as rescue_views
 from edge.detection.yunet import YuNet, concat
 from edge.embedding.align import align
@@ -57,11 +58,7 @@ Source = str | os.PathLike[str] | bytes
 def default_jobs(inputs: int) -> int:
     """Images analysed at once by a batch: one per core this process may run on, at most one
     per input."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, inputs))
+    return max(1, min(available_cpus(), inputs))
 
 
 class FaceEngine:

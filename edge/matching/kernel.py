@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.matching.quantize import GALLERY_LEVELS, PROBE_LEVELS, ZERO_POINT
+from edge.matching.quantize import ZERO_POINT, limit_codes
 
 log = logging.getLogger(__name__)
 
@@ -111,14 +111,7 @@ def self_check(scanner: Int8Scanner, dim: int) -> str | None:
     This is what keeps the error bound honest on an unknown CPU or onnxruntime build: a kernel
     that saturates or rounds differently would make "exact by construction" false.
     """
-    rng = np.random.default_rng(12345)
-    rows = 96
-    xq = rng.integers(-GALLERY_LEVELS, GALLERY_LEVELS + 1, size=(rows, dim))
-    xq[:8] = GALLERY_LEVELS
-    xq[8:16] = -GALLERY_LEVELS
-    qq = rng.integers(-PROBE_LEVELS, PROBE_LEVELS + 1, size=(dim, 3))
-    qq[:, 0] = PROBE_LEVELS
-    qq[:, 1] = -PROBE_LEVELS
+    xq, qq = limit_codes(dim)
     step, steps = 0.004, np.array([0.01, 0.02, 0.005], dtype=np.float32)
     gallery = (xq + ZERO_POINT).astype(np.uint8)
     want = (xq @ qq).astype(np.float64) * np.float64(np.float32(step)) * steps.astype(np.float64)

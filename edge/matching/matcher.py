@@ -20,13 +20,13 @@ path whenever a write overlapped, the input is not a plain float32 array, or any
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any, Literal
 
 import numpy as np
 
 from edge.config import MatchingConfig
+from edge.cpus import available_cpus
 from edge.matching.errors import MatcherError
 from edge.matching.fastpath import FastSearch
 from edge.matching.kernel import PARALLEL_MIN_WORK, Int8Scanner, get_scanner
@@ -83,13 +83,6 @@ def _exact_scores(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 
 _BLOCK_WORK = 1024
-
-
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _check_config(config: MatchingConfig) -> MatchingConfig:
@@ -257,8 +250,12 @@ class Matcher:
         rows = len(self) if rows is None else rows
         if not self._scanner_for(rows, probes):
             return "fp32"
+        return "int8-packed" if self._packs(rows, probes) else "int8"
+
+    def _packs(self, rows: int, probes: int) -> bool:
+        """Would a settled gallery of ``rows`` serve ``probes`` probes from the packed copy?"""
         least = self._pack_min_rows if probes == 1 else 2 * self._pack_min_rows
-        return "int8-packed" if self._repacker is not None and rows >= least else "int8"
+        return self._repacker is not None and rows >= least
 
     def _scanner_for(self, rows: int, probes: int) -> Int8Scanner | None:
         if self._strategy == "auto":
@@ -378,7 +375,7 @@ class Matcher:
                                   quant.residual_norms)
             packed = self._packed
             if (packed is not None and packed[0] == self.version  # stable under the read lock
-                    and self.scan_kind(table.size, n) == "int8-packed"):
+                    and self._packs(table.size, n)):
                 # Scores in units of each probe's step: the bounds follow (a positive scale
                 # per probe keeps every comparison the re-ranking makes).
                 approx = packed[1].scores(quant.codes, table.step)

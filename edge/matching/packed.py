@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.matching.quantize import GALLERY_LEVELS, PROBE_LEVELS, ZERO_POINT
+from edge.matching.quantize import PROBE_LEVELS, ZERO_POINT, limit_codes
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,7 @@ def packed_support() -> tuple[bool, bool]:
 
 
 def _check_support() -> tuple[bool, bool]:
-    rng = np.random.default_rng(2024)
-    dim, rows = 128, 96
-    xq = rng.integers(-GALLERY_LEVELS, GALLERY_LEVELS + 1, size=(rows, dim))
-    xq[:8], xq[8:16] = GALLERY_LEVELS, -GALLERY_LEVELS
-    qq = rng.integers(-PROBE_LEVELS, PROBE_LEVELS + 1, size=(dim, 3))
-    qq[:, 0], qq[:, 1] = PROBE_LEVELS, -PROBE_LEVELS
+    xq, qq = limit_codes(128)
     want = (xq @ qq).T.astype(np.float64)
     codes = (xq + ZERO_POINT).astype(np.uint8)
     probes = qq.astype(np.int8)

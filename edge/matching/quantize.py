@@ -85,3 +85,16 @@ def error_bounds(step: float, max_code_norm: float, max_residual: float,
     # Probes are unit vectors up to float32 rounding, hence the 1 + 1e-6 on ||q||.
     return (step * max_code_norm * probe_residuals + max_residual * (1.0 + 1e-6)
             + ROUNDING_SLACK)
+
+
+def limit_codes(dim: int, rows: int = 96, probes: int = 3,
+                seed: int = 12345) -> tuple[np.ndarray, np.ndarray]:
+    """Gallery codes ``(rows, dim)`` and probe codes ``(dim, probes)`` with whole rows and
+    columns at the code limits, where a saturating or differently rounding kernel goes wrong;
+    the start-up checks of every int8 kernel compare them with exact integer arithmetic."""
+    rng = np.random.default_rng(seed)
+    xq = rng.integers(-GALLERY_LEVELS, GALLERY_LEVELS + 1, size=(rows, dim))
+    xq[:8], xq[8:16] = GALLERY_LEVELS, -GALLERY_LEVELS
+    qq = rng.integers(-PROBE_LEVELS, PROBE_LEVELS + 1, size=(dim, probes))
+    qq[:, 0], qq[:, 1] = PROBE_LEVELS, -PROBE_LEVELS
+    return xq, qq
