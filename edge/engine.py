@@ -206,13 +206,6 @@ class FaceEngine:
         A refused image is yielded as its ``ImageError`` rather than raised, so one bad file in
         a batch costs only its own line.
         """
-        if self.jobs == 1:
-            for source in sources:
-                try:
-                    yield self.analyze_file(source, embed, rescue)
-                except ImageError as exc:
-                    yield exc
-            return
         yield from _batch(self.config, sources, self.jobs, lambda: self, embed, rescue)
 
     @classmethod
@@ -249,7 +242,8 @@ AHEAD_PER_JOB = 2
 def _batch(config: Config, sources: Iterable[Source], jobs: int,
            engine: Callable[[], FaceEngine], embed: bool,
            rescue: bool | None) -> Iterator[ImageResult | ImageError]:
-    """Decode and analyze on ``jobs`` threads, yielding in input order.
+    """Decode and analyze on ``jobs`` threads, yielding in input order; a refused image is
+    yielded as its ``ImageError``.
 
     onnxruntime, OpenCV and Pillow's decoders release the GIL, so threads fill the cores. (A
     separate decoding pool running further ahead was measured: no faster, 40 MB more memory.)
@@ -261,6 +255,9 @@ def _batch(config: Config, sources: Iterable[Source], jobs: int,
             return exc
         return engine().analyze_loaded(loaded, embed, rescue)
 
+    if jobs == 1:  # on the caller's thread: no pool to start, nothing decoded ahead
+        yield from map(one, sources)
+        return
     with ThreadPoolExecutor(jobs, thread_name_prefix="edge-analyze") as pool:
         pending: deque[Future[ImageResult | ImageError]] = deque()
         try:

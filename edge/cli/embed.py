@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 
+from edge.cli.lines import report_refused
 from edge.config import Config
 from edge.engine import FaceEngine, ImageResult, default_jobs, similarity
 from edge.errors import EdgeError, ImageError
@@ -50,10 +50,7 @@ def _embed(args: argparse.Namespace, config: Config) -> int:
     for path, result in zip(args.paths, results, strict=True):
         if isinstance(result, ImageError):
             failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(result)}), flush=True)
-            else:
-                print(f"{path}: error: {result}", file=sys.stderr)
+            report_refused(path, result, args.json)
             continue
         if args.json:
             print(json.dumps({"path": path, "faces": [f.to_json() for f in result.faces]}),

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from edge.cli.lines import report_refused
 from edge.config import Config
 from edge.errors import ImageError
 
@@ -56,10 +57,7 @@ def _identify(args: argparse.Namespace, config: Config) -> int:
             out = rec.identify(path)
         except ImageError as exc:
             failed += 1
-            if args.json:
-                print(json.dumps({"path": path, "error": str(exc)}), flush=True)
-            else:
-                print(f"{path}: error: {exc}", file=sys.stderr)
+            report_refused(path, exc, args.json)
             continue
         if args.json:
             print(json.dumps(out), flush=True)
