@@ -25,7 +25,7 @@ from edge.matching import (
 )
 from edge.matching.kernel import Int8Scanner, get_scanner, self_check
 from edge.matching.quantize import error_bounds, quantize_probes, quantize_rows
-from edge.matching.table import TemplateTable
+from edge.matching.table import TemplateTable, columns_nbytes
 
 DIM = 128
 STRATEGIES = ("exact", "int8")
@@ -378,7 +378,10 @@ def test_growth_and_swap_removal_keep_every_row_right(strategy: str) -> None:
                 assert_top_matches(top, brute_persons(gallery, persons, probe), tids, 3)
     assert len(m) == len(model)
     assert m.capacity >= len(m) and m.capacity > 16
-    assert m.memory_bytes() == m.capacity * DIM * 5
+    columns = m._table.columns
+    assert columns is not None and columns.shape == (DIM, m.capacity)
+    assert m.memory_bytes() == m.capacity * DIM * 5 + columns_nbytes(columns)
+    assert columns_nbytes(columns) >= m.capacity * DIM * 4
 
 
 def test_load_replaces_everything(strategy: str) -> None:
@@ -635,3 +638,42 @@ def test_fast_path_single_person_and_bad_float32_probes() -> None:
         m.search(np.zeros(DIM, dtype=np.float32))
     with pytest.raises(VectorError, match="infinity"):
         m.search(np.full((1, DIM), np.inf, dtype=np.float32))
+
+
+@pytest.mark.parametrize("columns_max", [16_384, 64])
+def test_fast_batches_stay_right_through_writes(monkeypatch: pytest.MonkeyPatch,
+                                                columns_max: int) -> None:
+    """Batches on the fast path scan the dimension-major copy (``TemplateTable.columns``);
+    it must follow every add, swap-removal and growth, and be dropped (the row-major product
+    serving instead) once the table outgrows ``COLUMNS_MAX_ROWS``."""
+    monkeypatch.setattr("edge.matching.table.COLUMNS_MAX_ROWS", columns_max)
+    rng = np.random.default_rng(12)
+    m = Matcher(DIM, capacity=16)
+    model: dict[str, tuple[str, np.ndarray]] = {}
+    for step in range(300):
+        if model and rng.random() < 0.3:
+            victim = list(model)[int(rng.integers(len(model)))]
+            m.remove_template(victim)
+            del model[victim]
+        else:
+            tid, pid = f"t{step}", f"p{int(rng.integers(40))}"
+            vec = unit(rng, 1)[0].astype(np.float32)
+            m.add(tid, pid, vec)
+            model[tid] = (pid, vec)
+        if step % 30 != 29:
+            continue
+        table = m._table
+        if table.capacity <= columns_max:
+            assert table.columns is not None
+            assert np.array_equal(table.columns[:, :table.size], table.vectors.T)
+        else:
+            assert table.columns is None
+        tids = list(model)
+        gallery = np.stack([model[t][1] for t in tids])
+        persons = [model[t][0] for t in tids]
+        probes = np.concatenate([gallery[:4] + 0.03, unit(rng, 4)]).astype(np.float32)
+        assert m._fast.search(probes) is not None
+        for res, probe in zip(m.search(probes), probes, strict=True):
+            first, second = _brute_top2(gallery, persons, probe)
+            assert (res.person_id, res.second_person_id) == (first, second)
+    assert (m._table.columns is None) == (m.capacity > columns_max)

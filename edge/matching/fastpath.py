@@ -158,21 +158,28 @@ class FastSearch:
             size = table.size
             if size == 0 or size >= self._max_batch:
                 return None
-            vectors = table.vectors
             work = size * n
-            buf = self._scratch(2 * work)
-            product = buf[:work].reshape(size, n)
-            probes_t = probes.T
-            if work <= _ONE_PRODUCT_WORK:
-                np.dot(vectors, probes_t, out=product)
+            columns = table.columns
+            if columns is not None:
+                # Probe-major scores straight from the dimension-major copy (``table``): no
+                # transposing copy, and a faster product shape (1k x 8: 41 vs 52-72 us a search).
+                scores = self._scratch(work).reshape(n, size)
+                np.matmul(probes, columns[:, :size], out=scores)
             else:
-                block = max(16, _BLOCK_ROWS // n)
-                for lo in range(0, size, block):
-                    np.dot(vectors[lo:lo + block], probes_t, out=product[lo:lo + block])
-            # One transposing copy, then every argmax runs along a contiguous row: two strided
-            # argmaxes over (rows, n) cost more than the copy (measured 64 us vs 41 us at 10k).
-            scores = buf[work:].reshape(n, size)
-            np.copyto(scores, product.T)
+                vectors = table.vectors
+                buf = self._scratch(2 * work)
+                product = buf[:work].reshape(size, n)
+                probes_t = probes.T
+                if work <= _ONE_PRODUCT_WORK:
+                    np.dot(vectors, probes_t, out=product)
+                else:
+                    block = max(16, _BLOCK_ROWS // n)
+                    for lo in range(0, size, block):
+                        np.dot(vectors[lo:lo + block], probes_t, out=product[lo:lo + block])
+                # One transposing copy, then every argmax runs along a contiguous row: two
+                # strided argmaxes over (rows, n) cost more (measured 64 vs 41 us at 10k).
+                scores = buf[work:].reshape(n, size)
+                np.copyto(scores, product.T)
             cols = _COLS[n]
             best = scores.argmax(axis=1)
             best_values = scores[cols, best].tolist()
