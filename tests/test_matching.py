@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -351,24 +351,30 @@ def test_add_and_remove_are_visible_to_the_next_search(strategy: str) -> None:
     assert m.search(q)[0].decision == "unknown"
 
 
+def random_writes(m: Matcher, model: dict[str, tuple[str, np.ndarray]],
+                  rng: np.random.Generator, *, steps: int, persons: int,
+                  remove_share: float) -> Iterator[int]:
+    """Random adds and removes, mirrored in ``model``; yields after each step."""
+    for step in range(steps):
+        if model and rng.random() < remove_share:
+            victim = list(model)[int(rng.integers(len(model)))]
+            m.remove_template(victim)
+            del model[victim]
+        else:
+            tid, pid = f"t{step}", f"p{int(rng.integers(persons))}"
+            vec = unit(rng, 1)[0].astype(np.float32)
+            m.add(tid, pid, vec)
+            model[tid] = (pid, vec)
+        yield step
+
+
 def test_growth_and_swap_removal_keep_every_row_right(strategy: str) -> None:
     """Random adds and removes against a plain dict model, checked by brute force."""
     rng = np.random.default_rng(11)
     m = make(strategy, capacity=16)
     assert m.capacity == 16
     model: dict[str, tuple[str, np.ndarray]] = {}
-    next_id = 0
-    for step in range(400):
-        if model and rng.random() < 0.35:
-            victim = list(model)[int(rng.integers(len(model)))]
-            m.remove_template(victim)
-            del model[victim]
-        else:
-            tid, pid = f"t{next_id}", f"p{int(rng.integers(60))}"
-            next_id += 1
-            vec = unit(rng, 1)[0]
-            m.add(tid, pid, vec)
-            model[tid] = (pid, vec)
+    for step in random_writes(m, model, rng, steps=400, persons=60, remove_share=0.35):
         if step % 40 == 39:
             tids = list(model)
             gallery = np.stack([model[t][1] for t in tids])
@@ -641,25 +647,16 @@ def test_fast_path_single_person_and_bad_float32_probes() -> None:
 
 
 @pytest.mark.parametrize("columns_max", [16_384, 64])
-def test_fast_batches_stay_right_through_writes(monkeypatch: pytest.MonkeyPatch,
+def test_fast_path_stays_right_through_writes(monkeypatch: pytest.MonkeyPatch,
                                                 columns_max: int) -> None:
-    """Batches on the fast path scan the dimension-major copy (``TemplateTable.columns``);
+    """The fast path scans the dimension-major copy (``TemplateTable.columns``);
     it must follow every add, swap-removal and growth, and be dropped (the row-major product
     serving instead) once the table outgrows ``COLUMNS_MAX_ROWS``."""
     monkeypatch.setattr("edge.matching.table.COLUMNS_MAX_ROWS", columns_max)
     rng = np.random.default_rng(12)
     m = Matcher(DIM, capacity=16)
     model: dict[str, tuple[str, np.ndarray]] = {}
-    for step in range(300):
-        if model and rng.random() < 0.3:
-            victim = list(model)[int(rng.integers(len(model)))]
-            m.remove_template(victim)
-            del model[victim]
-        else:
-            tid, pid = f"t{step}", f"p{int(rng.integers(40))}"
-            vec = unit(rng, 1)[0].astype(np.float32)
-            m.add(tid, pid, vec)
-            model[tid] = (pid, vec)
+    for step in random_writes(m, model, rng, steps=300, persons=40, remove_share=0.3):
         if step % 30 != 29:
             continue
         table = m._table
@@ -673,7 +670,10 @@ def test_fast_batches_stay_right_through_writes(monkeypatch: pytest.MonkeyPatch,
         persons = [model[t][0] for t in tids]
         probes = np.concatenate([gallery[:4] + 0.03, unit(rng, 4)]).astype(np.float32)
         assert m._fast.search(probes) is not None
+        assert m._fast.search(probes[0]) is not None
         for res, probe in zip(m.search(probes), probes, strict=True):
             first, second = _brute_top2(gallery, persons, probe)
             assert (res.person_id, res.second_person_id) == (first, second)
+            one = m.search(probe)[0]
+            assert (one.person_id, one.second_person_id) == (first, second)
     assert (m._table.columns is None) == (m.capacity > columns_max)

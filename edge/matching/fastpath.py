@@ -107,11 +107,14 @@ class FastSearch:
             size = table.size
             if size == 0 or size >= self._max_one:
                 return None
-            vectors = table.vectors
             s = self._scratch(size)
-            if size <= _ONE_PRODUCT_ROWS:
-                np.dot(vectors, q, out=s)
+            columns = table.columns
+            if columns is not None:  # measured 6.3 vs 7.3 us at 1k rows, 37 vs 41 at 10k
+                np.matmul(q, columns[:, :size], out=s)
+            elif size <= _ONE_PRODUCT_ROWS:
+                np.dot(table.vectors, q, out=s)
             else:
+                vectors = table.vectors
                 for lo in range(0, size, _BLOCK_ROWS):
                     np.dot(vectors[lo:lo + _BLOCK_ROWS], q, out=s[lo:lo + _BLOCK_ROWS])
             person_of_row = table.person_of_row
