@@ -143,7 +143,8 @@ def timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
-def bench_size(size: int, reps: int, seed: int) -> tuple[list[Row], dict[str, str]]:
+def bench_size(size: int, reps: int, seed: int,
+               pause: float = 0.0) -> tuple[list[Row], dict[str, str]]:
     import faiss
 
     gallery, probes = make_data(size, 64, seed)
@@ -212,6 +213,8 @@ def bench_size(size: int, reps: int, seed: int) -> tuple[list[Row], dict[str, st
             for name in order:
                 sink, threads, fn = side(name, row)
                 faiss.omp_set_num_threads(threads)
+                if pause:
+                    time.sleep(pause)
                 for i in range(rnd, rnd + block):
                     sink.append(timed(fn, cycle[i % len(cycle)]))
     faiss.omp_set_num_threads(2)
@@ -276,7 +279,10 @@ def render(results: list[tuple[list[Row], dict[str, str]]], env: list[str], comm
             "at 1k-10k rely on its OpenMP workers spinning between calls (GNU OpenMP's "
             "default): run with `OMP_WAIT_POLICY=passive` (shown under Environment) FAISS "
             "takes about twice as long, and while they spin they take a core from whatever "
-            "is timed next, which is why the sides take turns in a rotating order.", ""]
+            "is timed next, which is why the sides take turns in a rotating order. With "
+            "`--pause-ms 20` (in the command) every block of 10 searches starts after 20 ms "
+            "idle, as on a device searching once per frame: nobody's workers are still "
+            "spinning, for either side.", ""]
     return "\n".join(out)
 
 
@@ -303,6 +309,9 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--reps", type=int, default=300, help="timed searches per cell")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="idle time before each block of searches, so the other side's "
+                             "worker threads have stopped spinning")
     parser.add_argument("--write", type=Path, help="replace the matcher section of this file")
     parser.add_argument("--append", action="store_true",
                         help="with --write: keep the section's earlier runs, add this one")
@@ -313,7 +322,7 @@ def main() -> int:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         reps = args.reps if size < 1_000_000 else max(50, args.reps * 2 // 3)
-        results.append(bench_size(size, reps, args.seed))
+        results.append(bench_size(size, reps, args.seed, args.pause_ms / 1000))
         print(f"done {size:,}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -56,6 +56,17 @@ _ONE_PRODUCT_WORK = 160_000
 #: Column indices per batch size, built once (a search allocates nothing it can reuse).
 _COLS = [np.arange(n) for n in range(MAX_BATCH + 1)]
 
+def _squares(probes: np.ndarray) -> np.ndarray:
+    """Each probe's squared norm."""
+    return np.einsum("ij,ij->i", probes, probes)
+
+
+if hasattr(np, "vecdot"):  # numpy 2: half einsum's ~2 us for a batch of 8
+    def _squares(probes: np.ndarray) -> np.ndarray:
+        """Each probe's squared norm."""
+        return np.vecdot(probes, probes)
+
+
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 _NEG_INF = -np.inf
 
@@ -66,6 +77,17 @@ class FastSearch:
         self._max_one = max_rows_one
         self._max_batch = max_rows_batch
         self._local = threading.local()
+        self._offset_cache: list[tuple[int, np.ndarray] | None] = [None] * (MAX_BATCH + 1)
+
+    def _offsets(self, n: int, size: int) -> np.ndarray:
+        """Flat index of each probe's first score in an ``(n, size)`` matrix (kept per ``n``
+        while the gallery size stays the same; a stale entry is merely rebuilt)."""
+        cached = self._offset_cache[n]
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        offsets = _COLS[n] * size
+        self._offset_cache[n] = (size, offsets)
+        return offsets
 
     def _scratch(self, size: int) -> np.ndarray:
         """A per-thread score buffer, so a search allocates nothing for its scores."""
@@ -150,8 +172,9 @@ class FastSearch:
     def _batch(self, probes: np.ndarray) -> list[MatchResult] | None:
         m = self._m
         n = probes.shape[0]
-        sq = np.einsum("ij,ij->i", probes, probes).tolist()
-        if not all(_MIN_SQ < x < _MAX_SQ for x in sq):  # also false for NaN
+        sq = _squares(probes).tolist()
+        # Squares are >= 0, so the sum bounds each; a NaN makes the sum NaN and this false.
+        if not (min(sq) > _MIN_SQ and sum(sq) < _MAX_SQ):
             return None
         version = m.version
         if version & 1:
@@ -183,12 +206,17 @@ class FastSearch:
                 # strided argmaxes over (rows, n) cost more (measured 64 vs 41 us at 10k).
                 scores = buf[work:].reshape(n, size)
                 np.copyto(scores, product.T)
+            # Best and next-best row of each probe, read and hidden through flat indices
+            # (1-D indexing: ~1 us less than scores[cols, best] three times at 1k x 8).
             cols = _COLS[n]
+            offsets = self._offsets(n, size)
+            flat = scores.reshape(-1)
             best = scores.argmax(axis=1)
-            best_values = scores[cols, best].tolist()
-            scores[cols, best] = _NEG_INF
+            at = best + offsets
+            best_values = flat[at].tolist()
+            flat[at] = _NEG_INF
             seconds = scores.argmax(axis=1)
-            second_values = scores[cols, seconds].tolist()
+            second_values = flat[seconds + offsets].tolist()
             person_of_row, template_ids = table.person_of_row, table.template_ids
             config = m._config
             threshold, margin = config.threshold, config.margin
