@@ -28,7 +28,8 @@ from edge.matching.quantize import error_bounds, quantize_probes, quantize_rows
 from edge.matching.table import TemplateTable, columns_nbytes
 
 DIM = 128
-STRATEGIES = ("exact", "int8")
+#: "auto" serves small galleries through the compiled search, "numpy" is auto without it.
+STRATEGIES = ("exact", "int8", "auto", "numpy")
 # fp32 brute force and our float64 re-rank of the same fp32 vectors differ by rounding only.
 TIE = 2e-5
 
@@ -92,6 +93,8 @@ def strategy(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def make(strategy: str, **kw: object) -> Matcher:
+    if strategy == "numpy":
+        return Matcher(DIM, strategy="auto", threads=2, native=False, **kw)  # type: ignore[arg-type]
     return Matcher(DIM, strategy=strategy, threads=2, **kw)  # type: ignore[arg-type]
 
 
@@ -119,14 +122,15 @@ def test_top1_equals_brute_force_on_random_gallery(strategy: str) -> None:
         assert_top_matches(top, brute_persons(gallery, persons, probe), tids, 7)
 
 
-def test_int8_top1_exact_at_50k() -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_int8_top1_exact_at_50k(native: bool) -> None:
     rng = np.random.default_rng(2)
     gallery = unit(rng, 50_000)
     persons = [f"p{i // 5}" for i in range(len(gallery))]
     tids = [f"t{i}" for i in range(len(gallery))]
-    m = Matcher(DIM)
+    m = Matcher(DIM, native=native)
     m.load(tids, persons, gallery)
-    assert m.scan_kind() == "int8"
+    assert m.scan_kind() == ("int8-native" if native else "int8")
     probes = np.concatenate([gallery[:16] + 0.05 * rng.standard_normal((16, DIM)),
                              rng.standard_normal((16, DIM))]).astype(np.float32)
     exact = normalised(probes) @ gallery.T  # fp32 brute force, as FAISS flat computes it
@@ -234,7 +238,7 @@ def test_without_a_usable_int8_kernel_auto_falls_back_to_fp32(
     monkeypatch.setitem(kernel._scanners, (DIM, 1), None)
     with pytest.raises(MatcherError, match="int8 matching is not available"):
         Matcher(DIM, strategy="int8", threads=1)
-    m = Matcher(DIM, threads=1, int8_min_rows=10)
+    m = Matcher(DIM, threads=1, int8_min_rows=10, native=False)
     rng = np.random.default_rng(17)
     gallery = unit(rng, 50)
     m.load([f"t{i}" for i in range(50)], [f"p{i}" for i in range(50)], gallery)
@@ -308,7 +312,7 @@ def test_thresholds_reload_from_config_file(tmp_path: Path, strategy: str) -> No
     path.write_text("[matching]\nthreshold = 0.363\nmargin = 0.05\n", encoding="utf-8")
     rng = np.random.default_rng(9)
     q = unit(rng, 1)[0]
-    m = Matcher(DIM, load_config(path, env={}).matching, strategy=strategy)  # type: ignore[arg-type]
+    m = make(strategy, config=load_config(path, env={}).matching)
     m.load(*scored_gallery(q, [("a", 0.45), ("b", 0.38)], rng))
     assert m.search(q)[0].decision == "match"
     path.write_text("[matching]\nthreshold = 0.5\nmargin = 0.05\n", encoding="utf-8")
@@ -384,10 +388,15 @@ def test_growth_and_swap_removal_keep_every_row_right(strategy: str) -> None:
                 assert_top_matches(top, brute_persons(gallery, persons, probe), tids, 3)
     assert len(m) == len(model)
     assert m.capacity >= len(m) and m.capacity > 16
-    columns = m._table.columns
-    assert columns is not None and columns.shape == (DIM, m.capacity)
-    assert m.memory_bytes() == m.capacity * DIM * 5 + columns_nbytes(columns)
-    assert columns_nbytes(columns) >= m.capacity * DIM * 4
+    table = m._table
+    if table.grouped is not None:  # the compiled search's copy: codes and a person number
+        third = table.grouped.nbytes()
+        assert third >= m.capacity * (DIM + 4) and table.columns is None
+    else:
+        assert table.columns is not None and table.columns.shape == (DIM, m.capacity)
+        third = columns_nbytes(table.columns)
+        assert third >= m.capacity * DIM * 4
+    assert m.memory_bytes() == m.capacity * DIM * 5 + third
 
 
 def test_load_replaces_everything(strategy: str) -> None:
@@ -414,7 +423,12 @@ def test_empty_matcher_answers_unknown(strategy: str) -> None:
 
 
 def test_auto_switches_scan_by_size() -> None:
-    m = Matcher(DIM, int8_min_rows=1600)
+    native = Matcher(DIM)
+    assert native.scan_kind(rows=1) == native.scan_kind(rows=131_072) == "int8-native"
+    assert native.scan_kind(rows=32_768, probes=8) == "int8-native"
+    assert native.scan_kind(rows=32_769, probes=8) == "int8"
+    assert native.scan_kind(rows=131_073) == "int8-packed"
+    m = Matcher(DIM, int8_min_rows=1600, native=False)
     assert m.scan_kind(rows=1599) == "fp32"
     assert m.scan_kind(rows=1600) == "int8"
     assert m.scan_kind(rows=532, probes=8) == "fp32"
@@ -646,25 +660,39 @@ def test_fast_path_single_person_and_bad_float32_probes() -> None:
         m.search(np.full((1, DIM), np.inf, dtype=np.float32))
 
 
-@pytest.mark.parametrize("columns_max", [16_384, 64])
-def test_fast_path_stays_right_through_writes(monkeypatch: pytest.MonkeyPatch,
-                                                columns_max: int) -> None:
-    """The fast path scans the dimension-major copy (``TemplateTable.columns``);
-    it must follow every add, swap-removal and growth, and be dropped (the row-major product
-    serving instead) once the table outgrows ``COLUMNS_MAX_ROWS``."""
-    monkeypatch.setattr("edge.matching.table.COLUMNS_MAX_ROWS", columns_max)
+@pytest.mark.parametrize(("native", "limit"), [(False, 16_384), (False, 64),
+                                               (True, 131_072), (True, 64)])
+def test_fast_path_stays_right_through_writes(monkeypatch: pytest.MonkeyPatch, native: bool,
+                                              limit: int) -> None:
+    """The fast path scans the table's third copy: grouped codes for the compiled search
+    (``TemplateTable.grouped``), else the dimension-major fp32 rows (``columns``). It must
+    follow every add, swap-removal and growth, and be dropped (the numpy scans serving
+    instead) once the table outgrows its limit."""
+    monkeypatch.setattr("edge.matching.table.COLUMNS_MAX_ROWS", limit)
+    monkeypatch.setattr("edge.matching.grouped.GROUPED_MAX_ROWS", limit)
     rng = np.random.default_rng(12)
-    m = Matcher(DIM, capacity=16)
+    m = Matcher(DIM, capacity=16, native=native)
+    assert (m._native is not None) == native
     model: dict[str, tuple[str, np.ndarray]] = {}
     for step in random_writes(m, model, rng, steps=300, persons=40, remove_share=0.3):
         if step % 30 != 29:
             continue
         table = m._table
-        if table.capacity <= columns_max:
-            assert table.columns is not None
-            assert np.array_equal(table.columns[:, :table.size], table.vectors.T)
+        third = table.grouped if native else table.columns
+        if table.capacity > limit:
+            assert third is None and table.native is None
+        elif native:
+            assert table.grouped is not None and table.columns is None
+            codes4 = table.grouped.codes4[:, :table.size, :]
+            assert np.array_equal(codes4.transpose(1, 0, 2).reshape(table.size, DIM),
+                                  table.codes)
+            numbers = table.grouped.person[:table.size].tolist()
+            # One number per person, different persons different numbers.
+            assert len(set(zip(numbers, table.person_of_row, strict=True))) == len(
+                set(numbers)) == len(set(table.person_of_row))
         else:
-            assert table.columns is None
+            assert table.columns is not None and table.grouped is None
+            assert np.array_equal(table.columns[:, :table.size], table.vectors.T)
         tids = list(model)
         gallery = np.stack([model[t][1] for t in tids])
         persons = [model[t][0] for t in tids]
@@ -676,4 +704,4 @@ def test_fast_path_stays_right_through_writes(monkeypatch: pytest.MonkeyPatch,
             assert (res.person_id, res.second_person_id) == (first, second)
             one = m.search(probe)[0]
             assert (one.person_id, one.second_person_id) == (first, second)
-    assert (m._table.columns is None) == (m.capacity > columns_max)
+    assert (m._table.native is None) == (not native or m.capacity > limit)

@@ -28,13 +28,15 @@ import numpy as np
 from edge.config import MatchingConfig
 from edge.cpus import available_cpus
 from edge.matching.errors import MatcherError
-from edge.matching.fastpath import FastSearch
+from edge.matching.fastpath import NATIVE_BATCH_MAX_ROWS, FastSearch
+from edge.matching.grouped import GROUPED_MAX_ROWS
 from edge.matching.kernel import PARALLEL_MIN_WORK, Int8Scanner, get_scanner
+from edge.matching.native import native_search
 from edge.matching.packed import PackedScan, Repacker, packed_support, transposed_codes
 from edge.matching.quantize import error_bounds, quantize_probes
 from edge.matching.results import MatchResult, PersonScore, decide
 from edge.matching.rwlock import RWLock
-from edge.matching.table import TemplateTable
+from edge.matching.table import Layout, TemplateTable
 from edge.matching.topk import exact_top, exact_top_one, reranked_top
 from edge.matching.validate import check_id, check_ids, unit_rows
 
@@ -104,12 +106,16 @@ class Matcher:
     (0: the CPUs this process may use); small scans always run on the calling thread.
     ``packed`` keeps a packed copy of a gallery of ``pack_min_rows`` templates or more
     (``packed.py``), rebuilt in the background ``pack_delay`` seconds after the last write.
+    ``native`` (with ``auto``) serves float32 probes of galleries up to ``GROUPED_MAX_ROWS``
+    through the compiled int8 search (``native.py``) when it is built and passes its start-up
+    check; otherwise those searches stay on numpy.
     """
 
     def __init__(self, dim: int = 128, config: MatchingConfig | None = None, *,
                  strategy: Strategy = "auto", int8_min_rows: int = INT8_MIN_ROWS,
                  threads: int = 0, capacity: int = 1024, packed: bool = True,
-                 pack_delay: float = PACK_DELAY, pack_min_rows: int = PACK_MIN_ROWS) -> None:
+                 pack_delay: float = PACK_DELAY, pack_min_rows: int = PACK_MIN_ROWS,
+                 native: bool = True) -> None:
         if not isinstance(dim, int) or dim < 1:
             raise MatcherError(f"matcher dim must be a positive integer, got {dim!r}")
         if strategy not in ("auto", "exact", "int8"):
@@ -120,7 +126,10 @@ class Matcher:
         self._int8_min_rows = int8_min_rows
         self._threads = threads if threads > 0 else available_cpus()
         self._lock = RWLock()
-        self._table = TemplateTable(dim, capacity)
+        # The compiled int8 search serves the fast path of tables up to GROUPED_MAX_ROWS.
+        self._native = native_search(dim) if native and strategy == "auto" else None
+        self._layout: Layout = "grouped" if self._native is not None else "columns"
+        self._table = TemplateTable(dim, capacity, layout=self._layout)
         # Even while no write is under way; odd during one (see ``fastpath``).
         self.version = 0
         if strategy == "exact":
@@ -129,7 +138,7 @@ class Matcher:
             fp32_one = fp32_batch = 0.0
         else:
             fp32_one, fp32_batch = int8_min_rows, int8_min_rows // BATCH_DIVISOR
-        self._fast = FastSearch(self, fp32_one, fp32_batch)
+        self._fast = FastSearch(self, fp32_one, fp32_batch, self._native)
         self._scanner: Int8Scanner | None = None
         # (matcher version it was built from, the scan): used only while that version is current.
         self._packed: tuple[int, PackedScan] | None = None
@@ -243,11 +252,15 @@ class Matcher:
             time.sleep(0.005)
         return False
 
-    def scan_kind(self, rows: int | None = None,
-                  probes: int = 1) -> Literal["int8-packed", "int8", "fp32"]:
-        """Which scan a search of ``probes`` probes over ``rows`` templates uses once the
-        gallery has settled (``int8-packed`` right after a write is served by ``int8``)."""
+    def scan_kind(self, rows: int | None = None, probes: int = 1
+                  ) -> Literal["int8-native", "int8-packed", "int8", "fp32"]:
+        """Which scan a search of ``probes`` float32 probes (up to 16) over ``rows`` templates
+        uses once the gallery has settled (``int8-packed`` right after a write is served by
+        ``int8``)."""
         rows = len(self) if rows is None else rows
+        if self._native is not None and rows <= (GROUPED_MAX_ROWS if probes == 1
+                                                 else NATIVE_BATCH_MAX_ROWS):
+            return "int8-native"
         if not self._scanner_for(rows, probes):
             return "fp32"
         return "int8-packed" if self._packs(rows, probes) else "int8"
@@ -276,7 +289,7 @@ class Matcher:
         rows = unit_rows(vectors, self._dim, "templates", allow_1d=False)
         tids = check_ids(list(template_ids), "template id", rows.shape[0])
         pids = check_ids(list(person_ids), "person id", rows.shape[0])
-        table = TemplateTable.bulk(self._dim, tids, pids, rows)
+        table = TemplateTable.bulk(self._dim, tids, pids, rows, layout=self._layout)
         with self._lock.write():
             self.version += 1
             self._table = table

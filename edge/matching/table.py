@@ -1,18 +1,23 @@
 """The template rows: contiguous matrices that change in place.
 
 Two copies of every template, row-aligned: fp32 (exact, for re-ranking and the small-gallery
-scan) and uint8 (the compact copy that large scans read). Small tables keep a third, the fp32
-rows dimension-major (``columns``), which batches scan. Capacity doubles when full, so an
-enrollment costs O(1) amortised; a deletion moves the last row into the hole (swap with last),
-so rows stay dense and a scan never reads a tombstone. Not thread-safe by itself: the matcher
-holds a readers/writer lock around it.
+scan) and uint8 (the compact copy that large scans read). Small tables keep a third for their
+fast scan: with the compiled int8 search, grouped codes (``grouped``, ``layout="grouped"``),
+else the fp32 rows dimension-major (``columns``), which numpy scans. Capacity doubles when full,
+so an enrollment costs O(1) amortised; a deletion moves the last row into the hole (swap with
+last), so rows stay dense and a scan never reads a tombstone. Not thread-safe by itself: the
+matcher holds a readers/writer lock around it.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from edge.matching.errors import TemplateIdError
+from edge.matching.grouped import GroupedCodes
+from edge.matching.native import Gallery
 from edge.matching.quantize import DEFAULT_RANGE, GALLERY_LEVELS, gallery_step, quantize_rows
 
 MIN_CAPACITY = 16
@@ -21,9 +26,14 @@ MIN_CAPACITY = 16
 COLUMNS_MAX_ROWS = 16_384
 
 
+Layout = Literal["columns", "grouped"]
+
+
 class TemplateTable:
-    def __init__(self, dim: int, capacity: int = 1024, step: float | None = None) -> None:
+    def __init__(self, dim: int, capacity: int = 1024, step: float | None = None,
+                 layout: Layout = "columns") -> None:
         capacity = max(int(capacity), MIN_CAPACITY)
+        self.layout = layout
         self.dim = dim
         self.size = 0
         self.step = step if step is not None else float(np.float32(DEFAULT_RANGE
@@ -33,8 +43,12 @@ class TemplateTable:
         self.max_code_norm = 0.0
         self._f32 = np.empty((capacity, dim), dtype=np.float32)
         self._codes = np.empty((capacity, dim), dtype=np.uint8)
-        # Dimension-major fp32 copy for small tables (see ``columns``).
-        self.columns = _new_columns(dim, capacity)
+        # The small tables' third copy: one of these two, by layout.
+        self.columns = _new_columns(dim, capacity) if layout == "columns" else None
+        self.grouped = GroupedCodes.create(dim, capacity) if layout == "grouped" else None
+        #: What the compiled search reads, captured together (None without the grouped copy).
+        self.native: Gallery | None = None
+        self._refresh_native()
         self.template_ids: list[str] = []
         self.person_of_row: list[str] = []
         self.row_of: dict[str, int] = {}
@@ -42,7 +56,7 @@ class TemplateTable:
 
     @classmethod
     def bulk(cls, dim: int, template_ids: list[str], person_ids: list[str],
-             vectors: np.ndarray) -> TemplateTable:
+             vectors: np.ndarray, layout: Layout = "columns") -> TemplateTable:
         """Build a table from unit rows in one pass (the start-up load); adopts ``vectors``."""
         n = len(template_ids)
         row_of = dict(zip(template_ids, range(n), strict=True))
@@ -52,17 +66,23 @@ class TemplateTable:
                 if tid in seen:
                     raise TemplateIdError(f"template id {tid!r} appears more than once")
                 seen.add(tid)
-        table = cls(dim, capacity=0, step=gallery_step(vectors))
+        adopt = n >= MIN_CAPACITY and vectors.dtype == np.float32 and vectors.flags.c_contiguous
+        # Adopting, the small placeholder matrices are replaced at once; else they fit n.
+        table = cls(dim, capacity=0 if adopt else n, step=gallery_step(vectors), layout=layout)
         quant = quantize_rows(vectors, table.step)
-        if n >= MIN_CAPACITY and vectors.dtype == np.float32 and vectors.flags.c_contiguous:
+        if adopt:
             # The caller's fresh array becomes the matrix: no second 512 MB copy at 1M rows.
             table._f32, table._codes = vectors, quant.codes
+            table.columns = _new_columns(dim, n) if layout == "columns" else None
+            table.grouped = GroupedCodes.create(dim, n) if layout == "grouped" else None
         else:
             table._f32[:n] = vectors
             table._codes[:n] = quant.codes
-        table.columns = _new_columns(dim, max(n, MIN_CAPACITY))
         if table.columns is not None:
             table.columns[:, :n] = vectors.T
+        if table.grouped is not None:
+            table.grouped.fill(quant.codes, person_ids)
+        table._refresh_native()
         table.max_residual = quant.max_residual
         table.max_code_norm = quant.max_code_norm
         table.size = n
@@ -92,8 +112,13 @@ class TemplateTable:
         return self._codes[:self.size]
 
     def nbytes(self) -> int:
-        return (self._f32.nbytes + self._codes.nbytes
-                + columns_nbytes(self.columns))
+        return (self._f32.nbytes + self._codes.nbytes + columns_nbytes(self.columns)
+                + (self.grouped.nbytes() if self.grouped is not None else 0))
+
+    def _refresh_native(self) -> None:
+        """After any reallocation: a fresh snapshot for the compiled search (or none)."""
+        grouped = self.grouped
+        self.native = grouped.gallery(self._f32) if grouped is not None else None
 
     def _grow(self) -> None:
         new_cap = self.capacity * 2
@@ -107,6 +132,9 @@ class TemplateTable:
             if columns is not None:
                 columns[:, :self.size] = self.columns[:, :self.size]
             self.columns = columns
+        if self.grouped is not None:
+            self.grouped = self.grouped.grown(new_cap, self.size)
+        self._refresh_native()
 
     def add(self, template_id: str, person_id: str, vector: np.ndarray) -> None:
         if template_id in self.row_of:
@@ -119,6 +147,8 @@ class TemplateTable:
         self._codes[row] = quant.codes[0]
         if self.columns is not None:
             self.columns[:, row] = vector
+        if self.grouped is not None:
+            self.grouped.set_row(row, quant.codes[0], person_id, self.person_of_row)
         self.max_residual = max(self.max_residual, quant.max_residual)
         self.max_code_norm = max(self.max_code_norm, quant.max_code_norm)
         self.template_ids.append(template_id)
@@ -136,6 +166,8 @@ class TemplateTable:
         rows.remove(row)
         if not rows:
             del self.rows_of_person[person]
+            if self.grouped is not None:
+                self.grouped.forget(person)
         last = self.size - 1
         if row != last:
             moved_tid = self.template_ids[last]
@@ -144,6 +176,8 @@ class TemplateTable:
             self._codes[row] = self._codes[last]
             if self.columns is not None:
                 self.columns[:, row] = self.columns[:, last]
+            if self.grouped is not None:
+                self.grouped.move_row(row, last)
             self.template_ids[row] = moved_tid
             self.person_of_row[row] = moved_person
             self.row_of[moved_tid] = row
