@@ -5,15 +5,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# System packages the tests use (a real broker); installed by `make test` when missing.
-TEST_DEB_PACKAGES := mosquitto mosquitto-clients systemd
+# System packages the demo and the tests use (a real broker; systemd-analyze; an aarch64 cross
+# compiler and qemu, to build and run the matcher's Jetson kernel); installed when missing.
+DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
+TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd \
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 
-.PHONY: setup models bytecode demo test lint bench clean system-test-deps
+.PHONY: setup models bytecode demo test lint bench clean system-test-deps build-deps
 
 setup: $(STAMP) models bytecode
 
-# The editable install also compiles the matcher's C library (hatch_build.py); here it must work.
-$(STAMP): pyproject.toml hatch_build.py edge/matching/_int8scan.c
+# The editable install also compiles the matcher's C library (hatch_build.py); here it must work,
+# so a C compiler is installed first when missing (gcc, as root with apt-get).
+$(STAMP): pyproject.toml hatch_build.py edge/matching/_int8scan.c edge/matching/_int8scan.h
+	@$(MAKE) --no-print-directory build-deps
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	EDGE_FACE_REQUIRE_NATIVE=1 $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
@@ -36,11 +42,19 @@ bytecode: $(STAMP)
 # mosquitto is preferred (installed here when we are root); without it the demo starts its own
 # small embedded broker (edge/demo/broker.py), so a laptop without root still runs it.
 demo: setup
-	@-$(MAKE) --no-print-directory system-test-deps 2>/dev/null || echo "mosquitto unavailable: the demo uses its embedded broker"
+	@-$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(DEMO_DEB_PACKAGES)" 2>/dev/null || echo "mosquitto unavailable: the demo uses its embedded broker"
 	$(BIN)/python -m edge.demo.run
 
+build-deps:
+	@if [ -z "$$CC" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing gcc (for the matcher's C library)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null; \
+	  else echo "no C compiler: install one (e.g. sudo apt-get install gcc) or set CC"; exit 1; fi; \
+	fi
+
 system-test-deps:
-	@missing=""; for p in $(TEST_DEB_PACKAGES); do \
+	@missing=""; for p in $(DEB_PACKAGES); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

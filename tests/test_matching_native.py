@@ -173,11 +173,12 @@ def test_a_missing_library_leaves_numpy_serving(monkeypatch: pytest.MonkeyPatch,
 
 def test_wrong_version_is_refused(tmp_path: Path) -> None:
     source = (ROOT / "edge/matching/_int8scan.c").read_text(encoding="utf-8")
-    old = source.replace("int edge_int8_version(void) { return 2; }",
+    old = source.replace("int edge_int8_version(void) { return EDGE_INT8_VERSION; }",
                          "int edge_int8_version(void) { return 1; }")
     assert old != source
     (tmp_path / "edge/matching").mkdir(parents=True)
     (tmp_path / "edge/matching/_int8scan.c").write_text(old, encoding="utf-8")
+    shutil.copy(ROOT / "edge/matching/_int8scan.h", tmp_path / "edge/matching")
     hatch_build = pytest.importorskip("hatch_build")
     if hatch_build.compiler() is None:
         pytest.skip("no C compiler")
@@ -192,7 +193,8 @@ def test_build_hook_compiles_atomically_and_reports_a_broken_compiler(
     if hatch_build.compiler() is None:
         pytest.skip("no C compiler")
     (tmp_path / "edge/matching").mkdir(parents=True)
-    shutil.copy(ROOT / "edge/matching/_int8scan.c", tmp_path / "edge/matching")
+    for name in ("_int8scan.c", "_int8scan.h"):
+        shutil.copy(ROOT / "edge/matching" / name, tmp_path / "edge/matching")
     assert hatch_build.build(tmp_path) is None
     built = tmp_path / "edge/matching/_int8scan.so"
     assert self_check(NativeSearch(built), DIM) is None
@@ -200,7 +202,8 @@ def test_build_hook_compiles_atomically_and_reports_a_broken_compiler(
     monkeypatch.setenv("CC", "false")
     assert "failed" in (hatch_build.build(tmp_path) or "")
     assert built.read_bytes() == before  # the good library is kept, no temporary left
-    assert sorted(p.name for p in built.parent.iterdir()) == ["_int8scan.c", "_int8scan.so"]
+    assert sorted(p.name for p in built.parent.iterdir()) == [
+        "_int8scan.c", "_int8scan.h", "_int8scan.so"]
 
 
 def test_probes_the_library_refuses_go_to_the_general_path() -> None:

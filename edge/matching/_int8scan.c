@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_int8scan.h"
+
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -55,10 +57,7 @@
 /* Same constant as quantize.ROUNDING_SLACK: float32 rounding of the stored rows' residuals. */
 #define ROUNDING_SLACK 1e-5
 
-enum { LEVEL_PORTABLE = 1, LEVEL_AVX2 = 2, LEVEL_AVX512_VNNI = 3, LEVEL_NEON_DOT = 4 };
-enum { OK = 0, BAD_ARGS = -1, NO_LEVEL = -2, BAD_PROBE = -3 };
-
-int edge_int8_version(void) { return 2; }
+int edge_int8_version(void) { return EDGE_INT8_VERSION; }
 
 /* The fastest kernel this CPU runs. */
 int edge_int8_best_level(void) {
@@ -348,24 +347,6 @@ static void top2_init(top2 *t) {
     t->best = t->second = -1;
     t->best_v = t->second_v = -INFINITY;
 }
-
-/* What a search reads of the gallery; set up once per allocation of the caller's arrays. */
-typedef struct {
-    const uint8_t *codes4;
-    int64_t stride;          /* ld: rows per dimension group, whole blocks included */
-    const float *vectors;    /* row-major fp32 rows */
-    int64_t row_stride;      /* floats from one row to the next */
-    const int32_t *person;
-    int32_t dim;
-} edge_gallery;
-
-/* A calling thread's own memory: probes in, answers out, and the scores between. */
-typedef struct {
-    int32_t *scratch;        /* GROUP * stride int32 */
-    const float *probes;     /* n x dim float32, as given (not yet normalised) */
-    double *out;             /* 4 per probe: best row, its cosine, runner-up row (-1), cosine */
-    int32_t *rescored;       /* per probe: rows re-scored exactly */
-} edge_buffers;
 
 /*
  * The search of n probes over the first `rows` rows. Cosines are those of the normalised
