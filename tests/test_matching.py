@@ -425,8 +425,8 @@ def test_empty_matcher_answers_unknown(strategy: str) -> None:
 def test_auto_switches_scan_by_size() -> None:
     native = Matcher(DIM)
     assert native.scan_kind(rows=1) == native.scan_kind(rows=131_072) == "int8-native"
-    assert native.scan_kind(rows=32_768, probes=8) == "int8-native"
-    assert native.scan_kind(rows=32_769, probes=8) == "int8"
+    assert native.scan_kind(rows=131_072, probes=16) == "int8-native"
+    assert native.scan_kind(rows=131_072, probes=17) == "int8"  # past the fast path's batch
     assert native.scan_kind(rows=131_073) == "int8-packed"
     m = Matcher(DIM, int8_min_rows=1600, native=False)
     assert m.scan_kind(rows=1599) == "fp32"
@@ -683,9 +683,7 @@ def test_fast_path_stays_right_through_writes(monkeypatch: pytest.MonkeyPatch, n
             assert third is None and table.native is None
         elif native:
             assert table.grouped is not None and table.columns is None
-            codes4 = table.grouped.codes4[:, :table.size, :]
-            assert np.array_equal(codes4.transpose(1, 0, 2).reshape(table.size, DIM),
-                                  table.codes)
+            assert np.array_equal(table.grouped.row_codes(table.size), table.codes)
             numbers = table.grouped.person[:table.size].tolist()
             # One number per person, different persons different numbers.
             assert len(set(zip(numbers, table.person_of_row, strict=True))) == len(

@@ -8,10 +8,13 @@
  * every row that the proven error bound cannot rule out (quantize.py has the derivation).
  *
  * Data, all owned by the caller (TemplateTable):
- *   codes4  uint8, gallery codes (xq + 128) in groups of 4 dimensions: the code of row r,
- *           dimension k is at codes4[((k / 4) * ld + r) * 4 + k % 4]. One 64-byte load is then
- *           16 rows x 4 dimensions, the shape vpdpbusd and sdot consume. ld >= rows rounded up
- *           to 64, and those tail lanes must be readable (their scores are ignored).
+ *   codes4  uint8, gallery codes (xq + 128) in blocks of 16 rows: block b holds, for each group
+ *           of 4 dimensions in turn, those 4 codes of its 16 rows; the code of row r, dimension
+ *           k is at codes4[(((r / 16) * (dim / 4) + k / 4) * 16 + r % 16) * 4 + k % 4]. One
+ *           64-byte load is 16 rows x 4 dimensions, the shape vpdpbusd and sdot consume, and a
+ *           scan reads each block front to back. ld (the "stride": rows the layout holds) is
+ *           at least rows rounded up to 64, and those tail rows must be readable (their scores
+ *           are ignored); scores are written ld apart.
  *   rows_f32 float32, the same rows row-major (stride row_stride floats): the exact re-score.
  *   person  int32, a number per row, equal for the rows of one person.
  *
@@ -84,6 +87,11 @@ static int level_runs(int level) {
     return level == best;
 }
 
+/* The codes of rows r..r+15 (r a multiple of 16; or of row r alone), dimensions 4g..4g+3. */
+static inline const uint8_t *chunk(const uint8_t *codes4, int32_t groups, int32_t r, int32_t g) {
+    return codes4 + (((int64_t)(r >> 4) * groups + g) * 16 + (r & 15)) * 4;
+}
+
 /* ---- step 2: integer scores ------------------------------------------------------------- */
 /* scores[j * ld + r] = sum_k (codes(r, k) - 128) * qq[j][k] for r < rows (rounded up to 64),
  * j < np. qq holds GROUP probes of `dim` codes (missing ones zero), qsum[j] = sum_k qq[j][k]. */
@@ -96,11 +104,10 @@ static void scores_portable(const uint8_t *codes4, int64_t ld, int32_t rows, int
         int32_t *out = scores + (int64_t)j * ld;
         for (int32_t r = 0; r < rows; r++) out[r] = -ZERO_POINT * qsum[j];
         for (int32_t g = 0; g < groups; g++) {
-            const uint8_t *src = codes4 + (int64_t)g * ld * 4;
             const int8_t *p = qq + (int64_t)j * dim + g * 4;
             int32_t p0 = p[0], p1 = p[1], p2 = p[2], p3 = p[3];
             for (int32_t r = 0; r < rows; r++) {
-                const uint8_t *c = src + (int64_t)r * 4;
+                const uint8_t *c = chunk(codes4, groups, r, g);
                 out[r] += c[0] * p0 + c[1] * p1 + c[2] * p2 + c[3] * p3;
             }
         }
@@ -119,9 +126,10 @@ VNNI static inline void NAME(const uint8_t *codes4, int64_t ld, int32_t r, int32
     for (int b = 0; b < NB; b++)                                                               \
         for (int j = 0; j < NP; j++) acc[b][j] = _mm512_setzero_si512();                       \
     for (int32_t g = 0; g < groups; g++) {                                                     \
-        const uint8_t *src = codes4 + ((int64_t)g * ld + r) * 4;                               \
+        const uint8_t *src = chunk(codes4, groups, r, g);                                      \
         __m512i c[NB];                                                                         \
-        for (int b = 0; b < NB; b++) c[b] = _mm512_loadu_si512((const void *)(src + 64 * b));  \
+        for (int b = 0; b < NB; b++)                                                           \
+            c[b] = _mm512_loadu_si512((const void *)(src + (int64_t)b * groups * 64));         \
         for (int j = 0; j < NP; j++) {                                                         \
             int32_t four;                                                                      \
             memcpy(&four, qq + (int64_t)j * dim + g * 4, 4);                                   \
@@ -174,7 +182,7 @@ AVX2 static void scores_avx2(const uint8_t *codes4, int64_t ld, int32_t rows, in
         __m256i acc[GROUP];
         for (int j = 0; j < GROUP; j++) acc[j] = _mm256_setzero_si256();
         for (int32_t g = 0; g < groups; g++) {
-            __m256i c = _mm256_loadu_si256((const __m256i *)(codes4 + ((int64_t)g * ld + r) * 4));
+            __m256i c = _mm256_loadu_si256((const __m256i *)chunk(codes4, groups, r, g));
             for (int j = 0; j < GROUP; j++) {
                 if (j >= np) break;
                 int32_t four;
@@ -204,7 +212,7 @@ static void scores_neon_dot(const uint8_t *codes4, int64_t ld, int32_t rows, int
         for (int32_t j = 0; j < np; j++) {
             int32x4_t a0 = vdupq_n_s32(0), a1 = a0, a2 = a0, a3 = a0;
             for (int32_t g = 0; g < groups; g++) {
-                const uint8_t *src = codes4 + ((int64_t)g * ld + r) * 4;
+                const uint8_t *src = chunk(codes4, groups, r, g);
                 int32_t four;
                 memcpy(&four, qq + (int64_t)j * dim + g * 4, 4);
                 int8x16_t p = vreinterpretq_s8_s32(vdupq_n_s32(four));

@@ -55,11 +55,6 @@ _BLOCK_ROWS = 1024
 #: that halves the time); beyond it, blocks on the calling thread.
 _ONE_PRODUCT_WORK = 160_000
 
-#: Batches over more rows than this go to the onnxruntime int8 scan: measured on a 2-core x86,
-#: a batch of 8 took 0.35 vs 1.03 ms there at 32k rows, but 2.2 vs 1.9 ms at 65k (the grouped
-#: layout makes the 8-probe kernel hop between 32 distant planes of codes).
-NATIVE_BATCH_MAX_ROWS = 32_768
-
 #: Column indices per batch size, built once (a search allocates nothing it can reuse).
 _COLS = [np.arange(n) for n in range(MAX_BATCH + 1)]
 
@@ -187,8 +182,7 @@ class FastSearch:
         if version & 1:
             return None
         table = m._table
-        if (table.native is not None and self._lib is not None
-                and table.size <= NATIVE_BATCH_MAX_ROWS):
+        if table.native is not None and self._lib is not None:
             return self._native(table, table.native, probes, n, version)
         sq = _squares(probes).tolist()
         # Squares are >= 0, so the sum bounds each; a NaN makes the sum NaN and this false.

@@ -2,8 +2,8 @@
 and a number per person.
 
 Why another copy of the codes: the kernels load 16 rows x 4 dimensions per 64 bytes, so the
-codes of four consecutive dimensions of a row sit together and rows follow each other (the
-row-major ``TemplateTable.codes`` would need a horizontal sum per row). Why numbers: the library
+table keeps them in that shape (``native.grouped``); the row-major ``TemplateTable.codes`` would
+need a horizontal sum per row and probe. Why numbers: the library
 compares persons per row while it ranks, and an int32 compare is what C can do. 128 + 4 bytes a
 template, kept up to ``GROUPED_MAX_ROWS``; beyond, the packed onnxruntime scan serves anyway.
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.matching.native import Gallery, stride_for
+from edge.matching.native import BLOCK, Gallery, grouped, stride_for
 
 #: Up to this many rows (capacity) a table keeps the grouped copy: from here on the matcher
 #: scans a packed copy through onnxruntime (``matcher.PACK_MIN_ROWS``).
@@ -28,7 +28,8 @@ MAX_NUMBER = 2**31 - 2
 class GroupedCodes:
     def __init__(self, dim: int, capacity: int) -> None:
         self.dim = dim
-        self.codes4 = np.zeros((dim // 4, stride_for(capacity), 4), dtype=np.uint8)
+        self.codes4 = np.zeros((stride_for(capacity) // BLOCK, dim // 4, BLOCK, 4),
+                               dtype=np.uint8)
         self.person = np.zeros(capacity, dtype=np.int32)
         self._numbers: dict[str, int] = {}
         self._next = 0
@@ -41,7 +42,7 @@ class GroupedCodes:
         """A copy with room for ``capacity`` rows, or None past ``GROUPED_MAX_ROWS``."""
         new = GroupedCodes.create(self.dim, capacity)
         if new is not None:
-            new.codes4[:, :size, :] = self.codes4[:, :size, :]
+            new.codes4[:self.codes4.shape[0]] = self.codes4
             new.person[:size] = self.person[:size]
             new._numbers, new._next = self._numbers, self._next
         return new
@@ -49,19 +50,23 @@ class GroupedCodes:
     def fill(self, codes: np.ndarray, person_ids: Sequence[str]) -> None:
         """Rows ``0..len(codes)`` at once (a bulk load)."""
         rows = codes.shape[0]
-        self.codes4[:, :rows, :] = codes.reshape(rows, self.dim // 4, 4).transpose(1, 0, 2)
+        self.codes4[...] = grouped(codes, self.codes4.shape[0] * BLOCK)
         self.person[:rows] = [self.number(pid) for pid in person_ids]
 
     def set_row(self, row: int, codes: np.ndarray, person_id: str,
                 person_of_row: Sequence[str]) -> None:
         if self._next > MAX_NUMBER:
             self._renumber(person_of_row[:row])
-        self.codes4[:, row, :] = codes.reshape(self.dim // 4, 4)
+        self.codes4[row // BLOCK, :, row % BLOCK, :] = codes.reshape(self.dim // 4, 4)
         self.person[row] = self.number(person_id)
 
     def move_row(self, dst: int, src: int) -> None:
-        self.codes4[:, dst, :] = self.codes4[:, src, :]
+        self.codes4[dst // BLOCK, :, dst % BLOCK, :] = self.codes4[src // BLOCK, :, src % BLOCK, :]
         self.person[dst] = self.person[src]
+
+    def row_codes(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows' codes, row-major (for checks)."""
+        return self.codes4.transpose(0, 2, 1, 3).reshape(-1, self.dim)[:rows]
 
     def forget(self, person_id: str) -> None:
         """The person has no rows left; a later enrollment gets a new number."""

@@ -28,7 +28,7 @@ import numpy as np
 from edge.config import MatchingConfig
 from edge.cpus import available_cpus
 from edge.matching.errors import MatcherError
-from edge.matching.fastpath import NATIVE_BATCH_MAX_ROWS, FastSearch
+from edge.matching.fastpath import MAX_BATCH, FastSearch
 from edge.matching.grouped import GROUPED_MAX_ROWS
 from edge.matching.kernel import PARALLEL_MIN_WORK, Int8Scanner, get_scanner
 from edge.matching.native import native_search
@@ -258,8 +258,7 @@ class Matcher:
         uses once the gallery has settled (``int8-packed`` right after a write is served by
         ``int8``)."""
         rows = len(self) if rows is None else rows
-        if self._native is not None and rows <= (GROUPED_MAX_ROWS if probes == 1
-                                                 else NATIVE_BATCH_MAX_ROWS):
+        if self._native is not None and rows <= GROUPED_MAX_ROWS and probes <= MAX_BATCH:
             return "int8-native"
         if not self._scanner_for(rows, probes):
             return "fp32"

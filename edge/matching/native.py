@@ -34,8 +34,10 @@ GROUP = 8
 #: Rows are scanned in whole blocks of this many; the layout's stride covers them.
 ROW_ALIGN = 64
 MAX_DIM = 1024
-#: Padding of the stride off a power of two (loads 4 KiB apart alias in the cache).
-_STRIDE_PAD = 16
+#: Rows per block of the layout (one 64-byte load: 16 rows x 4 dimensions).
+BLOCK = 16
+#: One block more than whole chunks (see ``stride_for``).
+_STRIDE_PAD = BLOCK
 #: Probes one call takes at most (the fast path's batch limit).
 MAX_PROBES = 16
 #: ``edge_int8_search`` return codes.
@@ -48,17 +50,21 @@ _F64 = ctypes.c_double
 
 
 def stride_for(capacity: int) -> int:
-    """Row stride of the grouped layout for ``capacity`` rows (whole blocks, plus padding)."""
+    """Rows the grouped layout holds for ``capacity`` rows: whole 64-row chunks (the kernels
+    read whole chunks) and one block more, so score rows of the scratch are not 4 KiB apart."""
     return -(-max(capacity, 1) // ROW_ALIGN) * ROW_ALIGN + _STRIDE_PAD
 
 
 def grouped(codes: np.ndarray, stride: int) -> np.ndarray:
-    """uint8 codes ``(rows, dim)`` in the kernel's layout ``(dim // 4, stride, 4)``: four
-    dimensions of 16 rows per 64-byte load. Rows past ``rows`` are zero."""
+    """uint8 codes ``(rows, dim)`` in the kernel's layout ``(stride // 16, dim // 4, 16, 4)``:
+    blocks of 16 rows, in each the groups of 4 dimensions one after another, so a 64-byte
+    load is 16 rows x 4 dimensions and a scan reads memory front to back. Rows past ``rows``
+    are zero."""
     rows, dim = codes.shape
-    out = np.zeros((dim // 4, stride, 4), dtype=np.uint8)
-    out[:, :rows, :] = codes.reshape(rows, dim // 4, 4).transpose(1, 0, 2)
-    return out
+    padded = np.zeros((stride, dim), dtype=np.uint8)
+    padded[:rows] = codes
+    return np.ascontiguousarray(
+        padded.reshape(stride // BLOCK, BLOCK, dim // 4, 4).transpose(0, 2, 1, 3))
 
 
 class NativeError(RuntimeError):
@@ -111,7 +117,7 @@ class NativeSearch:
     def int_scores(self, codes4: np.ndarray, rows: int, probe_codes: np.ndarray) -> np.ndarray:
         """Integer scores ``<code - 128, qq>``, ``(n, rows)``; for the self-check and tests."""
         n, dim = probe_codes.shape
-        stride = codes4.shape[1]
+        stride = codes4.shape[0] * BLOCK
         qq = np.ascontiguousarray(probe_codes, dtype=np.int8)
         out = np.zeros((n, stride), dtype=np.int32)
         rc = self._lib.edge_int8_scores(codes4.ctypes.data, stride, rows, dim, qq.ctypes.data,
@@ -165,7 +171,7 @@ class Gallery:
                         and person.flags.c_contiguous)):
             raise NativeError("gallery arrays must be C-contiguous uint8, float32 and int32")
         self.codes4, self.vectors, self.person = codes4, vectors, person
-        self.stride, self.dim = codes4.shape[1], vectors.shape[1]
+        self.stride, self.dim = codes4.shape[0] * BLOCK, vectors.shape[1]
         self._struct = _CGallery(codes4.ctypes.data, self.stride, vectors.ctypes.data,
                                  self.dim, person.ctypes.data, self.dim)
         self.address = ctypes.addressof(self._struct)

@@ -89,18 +89,20 @@ static double rng_normal(void) {
     return sqrt(-2.0 * log(1.0 - u)) * cos(6.283185307179586 * v);
 }
 
-/* native.stride_for: whole blocks of 64 rows, plus padding. */
+/* native.stride_for: whole chunks of 64 rows, plus one block of 16. */
 static int64_t stride_for(int32_t rows) {
     int64_t r = rows < 1 ? 1 : rows;
     return (r + ROW_ALIGN - 1) / ROW_ALIGN * ROW_ALIGN + STRIDE_PAD;
 }
 
-/* native.grouped: codes (rows x dim, row-major) into (dim / 4, ld, 4); other rows zero. */
+/* native.grouped: codes (rows x dim, row-major) into blocks of 16 rows, each holding the groups
+ * of 4 dimensions in turn: (ld / 16, dim / 4, 16, 4); other rows zero. */
 static uint8_t *grouped(const uint8_t *codes, int32_t rows, int32_t dim, int64_t ld) {
     uint8_t *out = xcalloc((size_t)(dim / 4) * (size_t)ld * 4, 1);
     for (int32_t r = 0; r < rows; r++)
         for (int32_t k = 0; k < dim; k++)
-            out[((int64_t)(k / 4) * ld + r) * 4 + k % 4] = codes[(int64_t)r * dim + k];
+            out[(((int64_t)(r / 16) * (dim / 4) + k / 4) * 16 + r % 16) * 4 + k % 4] =
+                codes[(int64_t)r * dim + k];
     return out;
 }
 
