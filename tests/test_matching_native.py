@@ -183,7 +183,7 @@ def test_wrong_version_is_refused(tmp_path: Path) -> None:
     if hatch_build.compiler() is None:
         pytest.skip("no C compiler")
     assert hatch_build.build(tmp_path) is None
-    with pytest.raises(NativeError, match="version 1, this code needs 2"):
+    with pytest.raises(NativeError, match="version 1, this code needs 3"):
         NativeSearch(tmp_path / "edge/matching/_int8scan.so")
 
 

@@ -291,10 +291,10 @@ static inline void consider(top2 *t, double v, int32_t row, const int32_t *perso
     }
 }
 
-static inline double block_max(const int32_t *s, int32_t count) {
+static inline int32_t block_max(const int32_t *s, int32_t count) {
     int32_t m = s[0];
     for (int32_t l = 1; l < count; l++) m = s[l] > m ? s[l] : m;
-    return (double)m;
+    return m;
 }
 
 /* <x, u> in double; eight partial sums, so the loop is not one chain of dependent adds
@@ -310,7 +310,8 @@ static inline double exact_dot(const float *x, const double *u, int32_t dim) {
 
 /*
  * Step 1 for one probe: unit = q / ||q|| (double), its codes qq in [-63, 63] with step
- * max|unit| / 63, their sum; returns the residual norm ||unit - step * qq||. Written as
+ * max|unit| / 63, their sum; returns the residual norm ||unit - step * qq||, or -1 for a probe
+ * it refuses. Written as
  * independent lanes of 8 so the compiler vectorises it (a plain loop took ~1 us a probe).
  * Any rounding to a nearby integer would do: the residual is computed from the codes chosen.
  */
@@ -319,8 +320,10 @@ static inline double prepare_probe(const float *q, int32_t dim, double *unit, in
     double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int32_t k = 0; k < dim; k += 4)
         for (int l = 0; l < 4; l++) part[(k & 4) + l] += (double)q[k + l] * q[k + l];
-    double inv = 1.0 / sqrt(((part[0] + part[1]) + (part[2] + part[3]))
-                            + ((part[4] + part[5]) + (part[6] + part[7])));
+    double sq = ((part[0] + part[1]) + (part[2] + part[3]))
+                + ((part[4] + part[5]) + (part[6] + part[7]));
+    if (!(sq > 1e-30 && sq < 1e30)) return -1.0;  /* zero, tiny, huge, inf or NaN */
+    double inv = 1.0 / sqrt(sq);
     double peak[4] = {0, 0, 0, 0};
     for (int32_t k = 0; k < dim; k += 4)
         for (int l = 0; l < 4; l++) {
@@ -377,12 +380,6 @@ int edge_int8_search(const edge_gallery *g, int32_t rows, double gallery_step,
     int32_t *scratch = b->scratch;
     if (!layout_ok(ld, rows, dim) || n < 1 || row_stride < dim || !(gallery_step > 0))
         return BAD_ARGS;
-    for (int32_t j = 0; j < n; j++) {
-        const float *q = probes + (int64_t)j * dim;
-        double sq = 0.0;
-        for (int32_t k = 0; k < dim; k++) sq += (double)q[k] * q[k];
-        if (!(sq > 1e-30 && sq < 1e30)) return BAD_PROBE;  /* also false for NaN */
-    }
     if (!level_runs(level)) return NO_LEVEL;
     static _Thread_local double unit[GROUP][MAX_DIM];
     static _Thread_local int8_t qq[GROUP * MAX_DIM];
@@ -395,6 +392,7 @@ int edge_int8_search(const edge_gallery *g, int32_t rows, double gallery_step,
         for (int32_t j = 0; j < np; j++) {
             double residual = prepare_probe(probes + (int64_t)(j0 + j) * dim, dim, unit[j],
                                             qq + (int64_t)j * dim, &step[j], &qsum[j]);
+            if (residual < 0) return BAD_PROBE;  /* the outputs are not to be read */
             /* |<x, q> - s_g s_q <xq, qq>| <= s_g ||xq|| ||eq|| + ||ex|| ||q|| (quantize.py) */
             bound[j] = gallery_step * max_code_norm * residual + max_residual * (1.0 + 1e-6)
                        + ROUNDING_SLACK;
@@ -404,29 +402,36 @@ int edge_int8_search(const edge_gallery *g, int32_t rows, double gallery_step,
         if (rc != OK) return rc;
         for (int32_t j = 0; j < np; j++) {
             const int32_t *s = scratch + (int64_t)j * ld;
-            /* step 3: approximate person-level top-2, in integer units */
+            /* step 3: approximate person-level top-2, in integer units. Block maxima are
+             * kept for step 4; rows at or below the runner-up change nothing, so whole blocks
+             * of them are skipped. */
+            int32_t *bmax = b->block_max;
             top2 approx;
             top2_init(&approx);
+            int32_t floor_int = INT32_MIN;
             for (int32_t r = 0; r < rows; r += 16) {
                 int32_t stop = rows - r < 16 ? rows - r : 16;
-                /* rows at or below the runner-up change nothing: skip whole blocks of them */
-                if (approx.second >= 0 && block_max(s + r, stop) <= approx.second_v) continue;
+                int32_t m = block_max(s + r, stop);
+                bmax[r >> 4] = m;
+                if (m <= floor_int) continue;
                 for (int32_t l = 0; l < stop; l++) consider(&approx, (double)s[r + l], r + l, person);
+                if (approx.second >= 0) floor_int = (int32_t)approx.second_v;
             }
             double unit_score = gallery_step * step[j];
             double floor_v = approx.second >= 0 ? approx.second_v : approx.best_v;
-            /* +1: the integer threshold is rounded toward more candidates */
-            double threshold = floor_v - 2.0 * bound[j] / unit_score - 1.0;
+            /* rounded toward more candidates: floor, and one more */
+            double threshold = floor(floor_v - 2.0 * bound[j] / unit_score) - 1.0;
+            int32_t t = threshold < (double)INT32_MIN ? INT32_MIN : (int32_t)threshold;
             /* step 4: exact scores of the candidates */
             top2 exact;
             top2_init(&exact);
             int32_t count = 0;
             const double *u = unit[j];
             for (int32_t r0 = 0; r0 < rows; r0 += 16) {
+                if (bmax[r0 >> 4] < t) continue;
                 int32_t stop = rows - r0 < 16 ? rows - r0 : 16;
-                if (block_max(s + r0, stop) < threshold) continue;
                 for (int32_t r = r0; r < r0 + stop; r++) {
-                    if ((double)s[r] < threshold) continue;
+                    if (s[r] < t) continue;
                     consider(&exact, exact_dot(rows_f32 + (int64_t)r * row_stride, u, dim), r,
                              person);
                     count++;

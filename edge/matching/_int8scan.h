@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define EDGE_INT8_VERSION 2
+#define EDGE_INT8_VERSION 3
 
 enum { LEVEL_PORTABLE = 1, LEVEL_AVX2 = 2, LEVEL_AVX512_VNNI = 3, LEVEL_NEON_DOT = 4 };
 enum { OK = 0, BAD_ARGS = -1, NO_LEVEL = -2, BAD_PROBE = -3 };
@@ -28,6 +28,7 @@ typedef struct {
     const float *probes;     /* n x dim float32, as given (not yet normalised) */
     double *out;             /* 4 per probe: best row, its cosine, runner-up row (-1), cosine */
     int32_t *rescored;       /* per probe: rows re-scored exactly */
+    int32_t *block_max;      /* stride / 16 int32: one probe's largest score per block of 16 */
 } edge_buffers;
 
 int edge_int8_version(void);

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 LIBRARY = Path(__file__).with_name("_int8scan.so")
 #: Must equal ``edge_int8_version()`` in the C source.
-VERSION = 2
+VERSION = 3
 LEVELS = {1: "portable", 2: "avx2", 3: "avx512-vnni", 4: "neon-dotprod"}
 #: Probes per pass of the kernel; the scratch holds this many rows of scores.
 GROUP = 8
@@ -77,7 +77,8 @@ class _CGallery(ctypes.Structure):
 
 
 class _CBuffers(ctypes.Structure):
-    _fields_ = [("scratch", _P), ("probes", _P), ("out", _P), ("rescored", _P)]
+    _fields_ = [("scratch", _P), ("probes", _P), ("out", _P), ("rescored", _P),
+                ("block_max", _P)]
 
 
 class NativeSearch:
@@ -156,8 +157,10 @@ class Buffers:
         self.probes = np.zeros((MAX_PROBES, dim), dtype=np.float32)
         self.out = np.zeros((MAX_PROBES, 4), dtype=np.float64)
         self.rescored = np.zeros(MAX_PROBES, dtype=np.int32)
+        self.block_max = np.zeros(stride // BLOCK + 1, dtype=np.int32)
         self._struct = _CBuffers(self.scratch.ctypes.data, self.probes.ctypes.data,
-                                 self.out.ctypes.data, self.rescored.ctypes.data)
+                                 self.out.ctypes.data, self.rescored.ctypes.data,
+                                 self.block_max.ctypes.data)
         self.address = ctypes.addressof(self._struct)
 
 

@@ -269,7 +269,8 @@ static void check_search_case(int level, int32_t rows, int32_t per_person, int32
     int32_t *scratch = xcalloc((size_t)GROUP * (size_t)ld, sizeof(int32_t));
     double *out = xcalloc((size_t)MAX_PROBES * 4, sizeof(double));
     int32_t *rescored = xcalloc(MAX_PROBES, sizeof(int32_t));
-    edge_buffers b = {scratch, probes, out, rescored};
+    int32_t *block_max = xcalloc((size_t)(ld / 16 + 1), sizeof(int32_t));
+    edge_buffers b = {scratch, probes, out, rescored, block_max};
     int rc = edge_int8_search(&g, rows, step, max_code_norm, max_residual, n, level, &b);
     if (rc != 0)
         FAIL("edge_int8_search rows=%d per_person=%d n=%d returned %d", rows, per_person, n, rc);
@@ -304,6 +305,7 @@ static void check_search_case(int level, int32_t rows, int32_t per_person, int32
     free(codes4);
     free(probes);
     free(scratch);
+    free(block_max);
     free(out);
     free(rescored);
 }
@@ -331,7 +333,8 @@ static int check_refused(int level) {
     int32_t person[1] = {0}, scratch[GROUP * (ROW_ALIGN + STRIDE_PAD)], rescored[1];
     double out[4];
     edge_gallery g = {codes4, ROW_ALIGN + STRIDE_PAD, vector, 4, person, 4};
-    edge_buffers b = {scratch, q, out, rescored};
+    int32_t block_max[(ROW_ALIGN + STRIDE_PAD) / 16 + 1];
+    edge_buffers b = {scratch, q, out, rescored, block_max};
     rc = edge_int8_search(&g, 1, 1.0 / GALLERY_LEVELS, 1.0, 0.0, 1, level, &b);
     if (rc != RC_NO_LEVEL) FAIL("edge_int8_search returned %d for a level not run here", rc);
     return rc;
