@@ -3,8 +3,11 @@
 Why: below ~30k templates the fp32 scan takes microseconds (8 us at 1k), and the general path's
 fixed cost (validating and normalising in float64, the readers/writer lock, peeling persons
 through Python lists, ``PersonScore`` then ``MatchResult``) doubled it, making the matcher slower
-than FAISS flat. Here, for a float32 array of one probe or a small batch:
+than FAISS flat. Here, for a float32 array of one probe or a small batch (up to 16):
 
+- Galleries up to ``grouped.GROUPED_MAX_ROWS`` go to the compiled int8 search (``native``),
+  which validates, normalises, scans, re-scores and ranks persons in one call without the GIL
+  (``_native``). The rest of this list is the numpy path, for when that library is missing.
 - Validation is one dot product per probe: a finite sum of squares above a tiny floor means
   every element is finite and the vector is not zero; anything else (NaN, inf, zero, squares
   that overflow, other dtypes or shapes) goes to the general path, which names the problem.

@@ -1,10 +1,10 @@
 """The in-memory 1:N matcher: every template in one matrix, a probe batch in one product.
 
-Scan, then re-rank: large galleries are scanned through the uint8 copy (a quarter of the bytes
-of fp32), small ones through fp32 (already in cache, where the int8 kernel's fixed cost would
-not pay). Either way the few rows that can still be the answer are re-scored exactly from the
-fp32 rows, with a margin taken from a proven error bound (``quantize``), so the top-1 equals
-exact brute force, not "nearly always".
+Scan, then re-rank: galleries are scanned through uint8 codes (a quarter of the bytes of fp32;
+up to 131k templates by the compiled search, ``native``, beyond by onnxruntime's kernels), and
+the few rows that can still be the answer are re-scored exactly from the fp32 rows, with a
+margin taken from a proven error bound (``quantize``), so the top-1 equals exact brute force,
+not "nearly always". Without the compiled library small galleries are scanned in fp32.
 
 Thread safety: a readers/writer lock (``rwlock``). Searches share it, so several run at once;
 ``load``/``add``/``remove_*`` take it alone, so a search sees the matrix either before or after a
