@@ -246,3 +246,31 @@ def test_person_numbers_are_compacted_when_they_run_out(monkeypatch: pytest.Monk
     gallery = np.stack([live[t][1] for t in tids])
     for j in range(0, len(tids), 3):
         assert m.search(gallery[j])[0].template_id == tids[j]
+
+
+def test_a_search_racing_a_growth_reads_only_its_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library runs without the GIL: a writer may grow the table (new arrays, more rows)
+    after a search took its snapshot. The search must then ask for no more rows than the
+    snapshot's arrays hold, and its answer is discarded by the version check."""
+    rng = np.random.default_rng(9)
+    m = Matcher(DIM, capacity=16)
+    vectors = unit(rng, 40)
+    for i in range(16):
+        m.add(f"t{i}", f"p{i}", vectors[i])
+    fast, table = m._fast, m._table
+    old, version = table.native, m.version
+    assert old is not None and old.capacity == 16
+    for i in range(16, 40):  # grows the table twice; `old` keeps the first arrays alive
+        m.add(f"t{i}", f"p{i}", vectors[i])
+    assert table.native is not old and table.size == 40
+    asked: list[int] = []
+    real = fast._lib.call
+
+    def spy(gallery: int, rows: int, *rest: object) -> int:
+        asked.append(rows)
+        return real(gallery, rows, *rest)
+
+    monkeypatch.setattr(fast._lib, "call", spy)
+    assert fast._native(table, old, vectors[30], 1, version) is None  # stale: discarded
+    assert asked == [16]
+    assert m.search(vectors[30])[0].template_id == "t30"  # the current snapshot answers

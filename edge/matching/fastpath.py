@@ -279,7 +279,7 @@ class FastSearch:
         holds them) and the version check below discards such an answer, as for numpy.
         """
         m = self._m
-        size = table.size
+        size = min(table.size, gallery.capacity)  # see Gallery.capacity
         if size == 0:
             return None
         buf = self._buffers(gallery)

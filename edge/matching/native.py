@@ -175,6 +175,10 @@ class Gallery:
             raise NativeError("gallery arrays must be C-contiguous uint8, float32 and int32")
         self.codes4, self.vectors, self.person = codes4, vectors, person
         self.stride, self.dim = codes4.shape[0] * BLOCK, vectors.shape[1]
+        #: Rows every array holds: a search must not ask for more (a writer may have grown
+        #: the table since this snapshot was taken; that answer is discarded, but its reads
+        #: must stay inside these arrays).
+        self.capacity = min(vectors.shape[0], person.shape[0], self.stride)
         self._struct = _CGallery(codes4.ctypes.data, self.stride, vectors.ctypes.data,
                                  self.dim, person.ctypes.data, self.dim)
         self.address = ctypes.addressof(self._struct)
