@@ -565,11 +565,16 @@ def test_searches_during_writes_see_a_consistent_state(strategy: str) -> None:
         finally:
             done.set()
 
+    q32 = q.astype(np.float32)
+
     def reader() -> None:
         searches = 0
         while not done.is_set() or searches < 20:
             searches += 1
-            for res in m.search(np.stack([q, q])):
+            # float64 probes take the locked path; float32 ones the lock-free fast path (the
+            # compiled search for "auto", which runs without the GIL while the writer writes).
+            for res in [*m.search(np.stack([q, q])), *m.search(np.stack([q32, q32])),
+                        *m.search(q32)]:
                 assert res.person_id in ("anchor", "mover")
                 assert owner[res.template_id] == res.person_id
                 assert res.similarity == pytest.approx(
