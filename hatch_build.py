@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,4 +70,6 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         if version != "editable":  # an editable install loads it from the source tree
             build_data["artifacts"].append(str(LIBRARY))
             build_data["pure_python"] = False
-            build_data["infer_tag"] = True
+            # Platform-specific, but no Python ABI inside (ctypes loads it): any Python 3.
+            platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+            build_data["tag"] = f"py3-none-{platform}"

@@ -9,7 +9,12 @@ on Arm CPUs without dot products is tested here like the others.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -274,3 +279,22 @@ def test_a_search_racing_a_growth_reads_only_its_snapshot(monkeypatch: pytest.Mo
     assert fast._native(table, old, vectors[30], 1, version) is None  # stale: discarded
     assert asked == [16]
     assert m.search(vectors[30])[0].template_id == "t30"  # the current snapshot answers
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_library(tmp_path: Path) -> None:
+    """How a device gets the package without a checkout (the Ansible role's route): the wheel
+    holds the compiled library, tagged for this platform and any Python 3 (no ABI inside)."""
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "clang")):
+        pytest.skip("no C compiler")
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                          check=False, env={**os.environ, "EDGE_FACE_REQUIRE_NATIVE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    (wheel,) = tmp_path.glob("*.whl")
+    platform = sysconfig.get_platform().replace("-", "_").replace(".", "_")
+    assert wheel.name.endswith(f"-py3-none-{platform}.whl")
+    with zipfile.ZipFile(wheel) as z:
+        (inside,) = [n for n in z.namelist() if n.endswith("_int8scan.so")]
+        (tmp_path / "lib.so").write_bytes(z.read(inside))
+    assert self_check(NativeSearch(tmp_path / "lib.so"), DIM) is None
