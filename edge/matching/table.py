@@ -194,15 +194,13 @@ def _new_columns(dim: int, capacity: int) -> np.ndarray | None:
     Why a third copy: a batch's scores come out probe-major from it (``probes @ columns``), so
     the ranking reads contiguous rows without a transposing copy, and OpenBLAS runs that shape
     faster (measured at a batch of 8: 21 vs 26-32 us at 1k rows, 180 vs 255 us at 10k; at a
-    batch of 2 and 1k rows 7 vs 24 us). The row stride is rounded up to whole blocks of 128
-    rows, so a kernel may read whole blocks, and then padded off a power of two: at exactly
-    1024 floats the product's loads alias in the cache (measured 43 vs 21 us at 1k rows).
-    Zero-filled, so lanes past the last row hold numbers, not whatever memory held.
+    batch of 2 and 1k rows 7 vs 24 us). The row stride is padded off a power of two: at
+    exactly 1024 floats the product's loads alias in the cache (measured 43 vs 21 us at 1k
+    rows).
     """
     if capacity > COLUMNS_MAX_ROWS:
         return None
-    stride = -(-capacity // _COLUMN_BLOCK) * _COLUMN_BLOCK + _COLUMN_PAD
-    return np.zeros((dim, stride), dtype=np.float32)[:, :capacity]
+    return np.zeros((dim, capacity + _COLUMN_PAD), dtype=np.float32)[:, :capacity]
 
 
 def columns_nbytes(columns: np.ndarray | None) -> int:
@@ -212,5 +210,4 @@ def columns_nbytes(columns: np.ndarray | None) -> int:
     return columns.base.nbytes if columns.base is not None else columns.nbytes
 
 
-_COLUMN_BLOCK = 128
 _COLUMN_PAD = 16
