@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge.matching.native import Buffers, Gallery, NativeSearch
+from edge.matching.native import MAX_PROBES, Buffers, Gallery, NativeSearch
 from edge.matching.results import MatchResult
 
 if TYPE_CHECKING:
@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 #: Below this squared norm (or at/above ``_MAX_SQ``) the general path scales the probe first.
 _MIN_SQ = 1e-30
 _MAX_SQ = 1e30
-#: Probes per batch served here; larger batches amortise the general path's fixed cost.
-MAX_BATCH = 16
+#: Probes per batch served here (what the compiled search's buffers hold); larger batches
+#: amortise the general path's fixed cost.
+MAX_BATCH = MAX_PROBES
 #: Rows hidden one at a time before hiding the whole person at once.
 _PEEL_ROWS = 4
 #: One probe: up to this many rows, one ``dot`` (OpenBLAS splits it over both cores: measured

@@ -38,12 +38,12 @@ class GroupedCodes:
     def create(cls, dim: int, capacity: int) -> GroupedCodes | None:
         return cls(dim, capacity) if capacity <= GROUPED_MAX_ROWS else None
 
-    def grown(self, capacity: int, size: int) -> GroupedCodes | None:
+    def grown(self, capacity: int) -> GroupedCodes | None:
         """A copy with room for ``capacity`` rows, or None past ``GROUPED_MAX_ROWS``."""
         new = GroupedCodes.create(self.dim, capacity)
         if new is not None:
             new.codes4[:self.codes4.shape[0]] = self.codes4
-            new.person[:size] = self.person[:size]
+            new.person[:self.person.shape[0]] = self.person
             new._numbers, new._next = self._numbers, self._next
         return new
 

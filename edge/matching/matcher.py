@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -282,6 +284,17 @@ class Matcher:
 
     # -- writes ----------------------------------------------------------------------------
 
+    @contextmanager
+    def _writing(self) -> Iterator[TemplateTable]:
+        """The write lock, with ``version`` odd for the whole write (the fast path's seqlock:
+        a read that overlaps it sees the version change and is discarded), even if it fails."""
+        with self._lock.write():
+            self.version += 1
+            try:
+                yield self._table
+            finally:
+                self.version += 1
+
     def load(self, template_ids: Any, person_ids: Any, vectors: Any) -> None:
         """Replace everything with these templates (start-up, or a full gallery import)."""
         start = time.perf_counter()
@@ -289,11 +302,9 @@ class Matcher:
         tids = check_ids(list(template_ids), "template id", rows.shape[0])
         pids = check_ids(list(person_ids), "person id", rows.shape[0])
         table = TemplateTable.bulk(self._dim, tids, pids, rows, layout=self._layout)
-        with self._lock.write():
-            self.version += 1
+        with self._writing():
             self._table = table
             self._packed = None
-            self.version += 1
         self._request_pack(now=True)
         log.info("matcher loaded", extra={
             "event": "matcher_loaded", "templates": table.size,
@@ -307,38 +318,25 @@ class Matcher:
         row = unit_rows(vector, self._dim, "template")
         if row.shape[0] != 1:
             raise MatcherError(f"template: expected one vector, got {row.shape[0]}")
-        with self._lock.write():
-            self.version += 1
-            try:
-                self._table.add(template_id, person_id, row[0])
-            finally:
-                self.version += 1
+        with self._writing() as table:
+            table.add(template_id, person_id, row[0])
         self._request_pack()
 
     def remove_template(self, template_id: str) -> None:
         """Remove one template; an unknown id is an error (the caller's view is out of sync)."""
         check_id(template_id, "template id")
-        with self._lock.write():
-            self.version += 1
-            try:
-                self._table.remove(template_id)
-            finally:
-                self.version += 1
+        with self._writing() as table:
+            table.remove(template_id)
         self._request_pack()
 
     def remove_person(self, person_id: str) -> int:
         """Remove every template of a person; returns how many there were (0 is fine)."""
         check_id(person_id, "person id")
-        with self._lock.write():
-            self.version += 1
-            try:
-                table = self._table
-                rows = table.rows_of_person.get(person_id, [])
-                doomed = [table.template_ids[r] for r in rows]
-                for tid in doomed:
-                    table.remove(tid)
-            finally:
-                self.version += 1
+        with self._writing() as table:
+            rows = table.rows_of_person.get(person_id, [])
+            doomed = [table.template_ids[r] for r in rows]
+            for tid in doomed:
+                table.remove(tid)
         if doomed:
             self._request_pack()
         return len(doomed)

@@ -40,8 +40,8 @@ BLOCK = 16
 _STRIDE_PAD = BLOCK
 #: Probes one call takes at most (the fast path's batch limit).
 MAX_PROBES = 16
-#: ``edge_int8_search`` return codes.
-OK, BAD_PROBE = 0, -3
+#: ``edge_int8_search``'s success; other codes (``_int8scan.h``) send the search elsewhere.
+OK = 0
 
 _P = ctypes.c_void_p
 _I32 = ctypes.c_int32
@@ -128,15 +128,14 @@ class NativeSearch:
         return out[:, :rows]
 
     def search(self, gallery: Gallery, rows: int, step: float, max_code_norm: float,
-               max_residual: float, probes: np.ndarray,
-               buffers: Buffers | None = None) -> list[tuple[int, float, int, float, int]]:
+               max_residual: float, probes: np.ndarray) -> list[tuple[int, float, int, float, int]]:
         """Per probe ``(best row, cosine, runner-up row or -1, cosine, rows re-scored)``.
 
         The checked form, for the self-check and tests; the matcher's fast path makes the same
-        call with its own buffers (``fastpath._native``).
+        call with buffers it keeps per thread (``fastpath._native``).
         """
         n = probes.shape[0]
-        buf = buffers if buffers is not None else Buffers(gallery.stride, gallery.dim)
+        buf = Buffers(gallery.stride, gallery.dim)
         buf.probes[:n] = probes
         rc = self.call(gallery.address, rows, step, max_code_norm, max_residual, n, self.level,
                        buf.address)

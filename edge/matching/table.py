@@ -33,7 +33,6 @@ class TemplateTable:
     def __init__(self, dim: int, capacity: int = 1024, step: float | None = None,
                  layout: Layout = "columns") -> None:
         capacity = max(int(capacity), MIN_CAPACITY)
-        self.layout = layout
         self.dim = dim
         self.size = 0
         self.step = step if step is not None else float(np.float32(DEFAULT_RANGE
@@ -133,7 +132,7 @@ class TemplateTable:
                 columns[:, :self.size] = self.columns[:, :self.size]
             self.columns = columns
         if self.grouped is not None:
-            self.grouped = self.grouped.grown(new_cap, self.size)
+            self.grouped = self.grouped.grown(new_cap)
         self._refresh_native()
 
     def add(self, template_id: str, person_id: str, vector: np.ndarray) -> None:
