@@ -143,8 +143,8 @@ def timed(fn, arg) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t0
 
 
-def bench_size(size: int, reps: int, seed: int,
-               pause: float = 0.0) -> tuple[list[Row], dict[str, str]]:
+def bench_size(size: int, reps: int, seed: int, pause: float = 0.0,
+               native: bool = True) -> tuple[list[Row], dict[str, str]]:
     import faiss
 
     gallery, probes = make_data(size, 64, seed)
@@ -155,7 +155,7 @@ def bench_size(size: int, reps: int, seed: int,
     gc.collect()
     tracemalloc.start()
     t0 = time.perf_counter()
-    matcher = Matcher(DIM)
+    matcher = Matcher(DIM, native=native)
     matcher.load(tids, pids, gallery)
     load_s = time.perf_counter() - t0
     ours_bytes = tracemalloc.get_traced_memory()[0]
@@ -166,7 +166,7 @@ def bench_size(size: int, reps: int, seed: int,
     settled = matcher.settle(120)
     settle_s = time.perf_counter() - t0
     # Without tracing (which slows Python allocations): the load time to report.
-    again = Matcher(DIM, packed=False)  # only its load is timed
+    again = Matcher(DIM, packed=False, native=native)  # only its load is timed
     t0 = time.perf_counter()
     again.load(tids, pids, gallery)
     load_s = min(load_s, time.perf_counter() - t0)
@@ -308,6 +308,8 @@ def main() -> int:
     parser.add_argument("--sizes", default="1000,10000,100000,1000000")
     parser.add_argument("--reps", type=int, default=300, help="timed searches per cell")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--no-native", action="store_true",
+                        help="ours without the compiled search (numpy and onnxruntime scans)")
     parser.add_argument("--pause-ms", type=float, default=0.0,
                         help="idle time before each block of searches, so the other side's "
                              "worker threads have stopped spinning")
@@ -321,7 +323,8 @@ def main() -> int:
     results = []
     for size in (int(s) for s in args.sizes.split(",")):
         reps = args.reps if size < 1_000_000 else max(50, args.reps * 2 // 3)
-        results.append(bench_size(size, reps, args.seed, args.pause_ms / 1000))
+        results.append(bench_size(size, reps, args.seed, args.pause_ms / 1000,
+                                  native=not args.no_native))
         print(f"done {size:,}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
