@@ -24,6 +24,14 @@ class ImageError(EdgeError):
     """An input image that cannot be used (unreadable, corrupt, truncated, too large)."""
 
 
+class ImageTooLargeError(ImageError):
+    """Over the byte or pixel limit; refused before decoding (the API answers 413)."""
+
+
+class ImageFormatError(ImageError):
+    """Not an image, or not a supported format, judged from the bytes (the API answers 415)."""
+
+
 class ModelError(EdgeError):
     """A model file that is missing, not prepared, or does not match its manifest."""
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edge.config import Config
-from edge.engine import FaceEngine
+from edge.engine import FaceEngine, Source
 from edge.errors import EdgeError, ImageError
 from edge.gallery.records import NewTemplate
 from edge.gallery.store import GalleryStore
@@ -31,6 +33,23 @@ MODEL_VERSION = "1"
 
 class DuplicatePersonError(EdgeError):
     """The face being enrolled already matches another person in the gallery."""
+
+    def __init__(self, message: str, other_person_id: str | None = None) -> None:
+        super().__init__(message)
+        self.other_person_id = other_person_id
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a photo cannot be enrolled, with the face's quality numbers when it had a face."""
+
+    reason: str
+    quality: dict[str, float] | None = None
+
+
+def _rounded(quality: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in quality.items()}
+
 
 
 class LiveMatcher:
@@ -79,73 +98,103 @@ class Recognizer:
     """Enroll people from photos and identify faces, over one store and one live matcher."""
 
     def __init__(self, config: Config, store: GalleryStore, engine: FaceEngine,
-                 long_lived: bool = True) -> None:
+                 long_lived: bool = True, live: LiveMatcher | None = None) -> None:
+        """``live``: the daemon's matcher, so the API's enrollments and the camera pipeline
+        search one in-memory gallery (an enrollment is matched on the very next frame)."""
         self.config = config
         self.store = store
         self.engine = engine
-        self.live = LiveMatcher(store, engine.embedder_id, config, long_lived)
+        self.live = live or LiveMatcher(store, engine.embedder_id, config, long_lived)
 
     @property
     def matcher(self) -> Matcher:
         return self.live.matcher
 
     # -- enrollment ------------------------------------------------------------------------
-    def _usable_face(self, path: str) -> tuple[Any, dict[str, float]] | str:
-        """The one usable face of an enrollment photo, or the reason it cannot be used."""
+    def _usable_face(self, source: Source) -> tuple[np.ndarray, dict[str, float]] | Refusal:
+        """The one usable face of an enrollment photo, or why it cannot be used."""
         try:
-            result = self.engine.analyze_file(path)
+            result = self.engine.analyze_file(source)
         except ImageError as exc:
-            return str(exc)
+            return Refusal(str(exc))
         qcfg = self.config.quality
         faces = [f for f in result.faces if f.quality["size"] >= qcfg.min_face_px / 2]
         if not result.faces:
-            return "no face found"
+            return Refusal("no face found")
         if len(faces) > 1:
-            return f"several faces ({len(faces)}); enrollment needs a photo of one person"
+            return Refusal(f"several faces ({len(faces)}); enrollment needs a photo of one "
+                           "person")
         face = faces[0] if faces else result.faces[0]
         problems = reasons(face.quality, qcfg)
         if problems:
-            return "; ".join(problems)
+            return Refusal("; ".join(problems), face.quality)
         return face.embedding, face.quality
 
     def enroll(self, person_id: str, paths: list[str], *, force: bool = False,
                actor: str = "cli") -> dict[str, Any]:
-        """Add templates from photos; each photo must hold exactly one usable face."""
+        """Add templates from photo files; each must hold exactly one usable face."""
+        return self.enroll_images(person_id, [(p, p) for p in paths], force=force, actor=actor)
+
+    def enroll_images(self, person_id: str, images: Sequence[tuple[str, Source]], *,
+                      force: bool = False, actor: str = "cli") -> dict[str, Any]:
+        """Add templates from ``(name, path or bytes)`` photos, all in one transaction.
+
+        The answer has one entry per photo in ``results`` (accepted with its quality, or the
+        reason it was refused); ``rejected`` repeats the refusals in the CLI's older shape.
+        """
         self.store.get_person(person_id)  # PersonNotFound before any work
         self.live.refresh()
-        rejected: list[dict[str, str]] = []
+        results: list[dict[str, Any]] = []
         warnings: list[str] = []
-        accepted: list[tuple[str, np.ndarray, dict[str, float]]] = []
-        for path in paths:
-            got = self._usable_face(path)
-            if isinstance(got, str):
-                rejected.append({"path": path, "reason": got})
+        accepted: list[tuple[int, np.ndarray, dict[str, float]]] = []
+        for name, source in images:
+            got = self._usable_face(source)
+            entry: dict[str, Any] = {"path": name, "accepted": False}
+            results.append(entry)
+            if isinstance(got, Refusal):
+                entry["reason"] = got.reason
+                if got.quality is not None:
+                    entry["quality"] = _rounded(got.quality)
                 continue
             vector, quality = got
+            entry["quality"] = _rounded(quality)
             if accepted and float(vector @ accepted[0][1]) < self.config.matching.threshold:
-                rejected.append({"path": path,
-                                 "reason": "a different person from the first accepted photo"})
+                entry["reason"] = "a different person from the first accepted photo"
                 continue
             other = self._other_person_match(person_id, vector)
             if other is not None:
-                msg = (f"{path}: this face already matches person {other[0]} "
+                msg = (f"{name}: this face already matches person {other[0]} "
                        f"(similarity {other[1]:.3f}); one human must not have two ids")
                 if not force:
-                    raise DuplicatePersonError(msg + " (use --force to enroll anyway)")
+                    raise DuplicatePersonError(msg + " (use --force to enroll anyway)",
+                                               other_person_id=other[0])
                 warnings.append(msg)
-            accepted.append((path, vector, quality))
+            accepted.append((len(results) - 1, vector, quality))
         added = 0
         if accepted:
-            items = [NewTemplate(vector=v, quality=q, source=os.path.basename(p))
-                     for p, v, q in accepted]
-            result = self.store.add_templates(person_id, self.engine.embedder_id, MODEL_VERSION,
-                                              items, actor=actor)
-            added = len(result.added)
+            items = [NewTemplate(vector=v, quality=q,
+                                 source=os.path.basename(str(results[i]["path"])))
+                     for i, v, q in accepted]
+            batch = self.store.add_templates(person_id, self.engine.embedder_id, MODEL_VERSION,
+                                             items, actor=actor)
+            added = len(batch.added)
+            kept = set(batch.added)
+            for (i, _, _), template_id in zip(accepted, batch.created, strict=True):
+                results[i]["accepted"] = template_id in kept
+                results[i]["template_id"] = template_id
+                if template_id not in kept:
+                    results[i]["reason"] = ("scored below the person's "
+                                            f"{self.config.enrollment.max_templates} best "
+                                            "templates; not kept")
         if warnings:
             log.warning("duplicate enrollment forced",
                         extra={"person_id": person_id, "count": len(warnings)})
-        out: dict[str, Any] = {"person_id": person_id, "templates_added": added,
-                               "rejected": rejected}
+        out: dict[str, Any] = {
+            "person_id": person_id, "templates_added": added,
+            "rejected": [{"path": r["path"], "reason": r["reason"]}
+                         for r in results if not r["accepted"]],
+            "results": results,
+        }
         if warnings:
             out["warnings"] = warnings
         return out
@@ -165,8 +214,12 @@ class Recognizer:
         return self.matcher.search(np.stack([f.embedding for f in faces]))
 
     def identify(self, path: str) -> dict[str, Any]:
+        return {"path": path, **self.identify_image(path)}
+
+    def identify_image(self, source: Source) -> dict[str, Any]:
+        """``{"faces": [...]}`` for a photo (path or bytes), largest face first."""
         self.live.refresh()
-        result = self.engine.analyze_file(path)
+        result = self.engine.analyze_file(source)
         faces_out = []
         include_label = self.config.events.include_label
         labels: dict[str, str | None] = {}
@@ -183,7 +236,8 @@ class Recognizer:
                     labels[person_id] = self.store.get_person(person_id).label
                 entry["label"] = labels.get(person_id) if person_id else None
             faces_out.append(entry)
-        return {"path": path, "faces": faces_out}
+            face.embedding = None  # nothing about a face outlives the answer
+        return {"faces": faces_out}
 
 
 def open_recognizer(config: Config) -> Recognizer:

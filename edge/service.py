@@ -11,12 +11,16 @@ workers; the store serialises them with its lock (see ``edge.gallery.store``).
 
 from __future__ import annotations
 
+import base64
+import json
+import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge.config import Config
 from edge.gallery import bundle
+from edge.gallery.errors import DeviceKeyMissing, GalleryInputError
 from edge.gallery.records import ConsentInput
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
@@ -26,16 +30,21 @@ from edge.gallery.times import Clock
 class GalleryService:
     """Gallery operations returning JSON-ready dicts; ``actor`` names who asked (audited)."""
 
-    def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
+    def __init__(self, config: Config, *, clock: Clock | None = None,
+                 store: GalleryStore | None = None) -> None:
+        """``store``: an open store to share (the daemon's, so the API and the camera pipeline
+        see one gallery); closing the service then leaves it open for its owner."""
         self.config = config
-        self.store = GalleryStore.from_config(config, clock=clock)
+        self._owns_store = store is None
+        self.store = store or GalleryStore.from_config(config, clock=clock)
 
     @classmethod
     def open(cls, config: Config, *, clock: Clock | None = None) -> GalleryService:
         return cls(config, clock=clock)
 
     def close(self) -> None:
-        self.store.close()
+        if self._owns_store:
+            self.store.close()
 
     def __enter__(self) -> GalleryService:
         return self
@@ -64,6 +73,21 @@ class GalleryService:
     def list_persons(self) -> dict[str, Any]:
         return {"persons": [p.to_dict() for p in self.store.list_persons()]}
 
+    def list_persons_page(self, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        """One page in creation order; ``next_cursor`` (opaque) continues, None at the end."""
+        page, after = self.store.list_persons_page(
+            limit, _decode_cursor(cursor) if cursor else None)
+        return {"persons": [p.to_dict() for p in page],
+                "next_cursor": _encode_cursor(after) if after else None}
+
+    def set_label(self, person_id: str, label: str | None, *, actor: str) -> dict[str, Any]:
+        self.store.set_label(person_id, label, actor=actor)
+        return self.show_person(person_id)
+
+    def remove_template(self, person_id: str, template_id: str, *,
+                        actor: str) -> dict[str, Any]:
+        return self.store.remove_template(person_id, template_id, actor=actor)
+
     def show_person(self, person_id: str) -> dict[str, Any]:
         return self.store.get_person(person_id).to_dict()
 
@@ -90,6 +114,11 @@ class GalleryService:
     def verify_audit(self) -> dict[str, Any]:
         return self.store.verify_audit().to_dict()
 
+    def audit_page(self, *, after: int = 0, limit: int = 100,
+                   target_id: str | None = None) -> dict[str, Any]:
+        entries, next_after = self.store.audit_page(after, limit, target_id)
+        return {"entries": [e.to_dict() for e in entries], "next_after": next_after}
+
     def rotate_key(self, *, actor: str) -> dict[str, Any]:
         return self.store.rotate_key(actor=actor)
 
@@ -112,6 +141,26 @@ class GalleryService:
                                     fleet_key_file=fleet_key_file or storage.fleet_key_file,
                                     force=force, actor=actor)
 
+    def export_bundle_bytes(self, *, actor: str) -> tuple[bytes, dict[str, Any]]:
+        """A signed bundle of the whole gallery as bytes (for the API's download).
+
+        It passes through a private file in the data directory (the bundle is encrypted with
+        the fleet key, so nothing readable touches the disk) that is removed at once.
+        """
+        storage = self.config.storage
+        for path, what in ((storage.signing_key_file, "operator signing key"),
+                           (storage.fleet_key_file, "fleet key")):
+            if not Path(path).exists():
+                raise DeviceKeyMissing(
+                    f"this device holds no {what} ({path}); bundles are made where the "
+                    "operator's keys are (`edge-face gallery keygen` there)")
+        tmp = storage.data_dir / f".export-{secrets.token_hex(8)}.efb"
+        try:
+            info = self.export_bundle(tmp, actor=actor)
+            return tmp.read_bytes(), info
+        finally:
+            tmp.unlink(missing_ok=True)
+
     @staticmethod
     def keygen(config: Config, *, signing_key_file: Path | None = None,
                fleet_key_file: Path | None = None) -> dict[str, Any]:
@@ -119,3 +168,20 @@ class GalleryService:
         storage = config.storage
         return bundle.generate_keys(signing_key_file or storage.signing_key_file,
                                     fleet_key_file or storage.fleet_key_file)
+
+
+def _encode_cursor(key: tuple[str, str]) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    """The page key inside a cursor; anything not made by ``_encode_cursor`` is refused."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, person_id = json.loads(raw)
+        if isinstance(created_at, str) and isinstance(person_id, str):
+            return created_at, person_id
+    except (ValueError, TypeError):
+        pass
+    raise GalleryInputError("cursor is not one this device handed out")

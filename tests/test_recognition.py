@@ -32,7 +32,14 @@ def test_enroll_then_identify(recognizer: Recognizer, fixture_dir: Path) -> None
     obama = _person(recognizer, "Barack")
     out = recognizer.enroll(obama, [str(fixture_dir / "obama.jpg"),
                                     str(fixture_dir / "obama2.jpg")])
+    results = out.pop("results")
     assert out == {"person_id": obama, "templates_added": 2, "rejected": []}
+    assert [r["path"] for r in results] == [str(fixture_dir / "obama.jpg"),
+                                            str(fixture_dir / "obama2.jpg")]
+    assert all(r["accepted"] and r["template_id"].startswith("t_") for r in results)
+    assert {t.id for t in recognizer.store.get_person(obama).templates} == {
+        r["template_id"] for r in results}
+    assert all(0.0 < r["quality"]["score"] <= 1.0 for r in results)
     hit = recognizer.identify(str(fixture_dir / "obama3.jpg"))
     assert hit["faces"][0]["person_id"] == obama
     assert hit["faces"][0]["decision"] == "match"

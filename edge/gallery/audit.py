@@ -112,6 +112,18 @@ def entries(conn: sqlite3.Connection, target_id: str | None = None) -> list[Audi
     return [_row_to_entry(r) for r in rows]
 
 
+def page(conn: sqlite3.Connection, after_seq: int, limit: int,
+         target_id: str | None = None) -> list[AuditEntry]:
+    """Entries after ``after_seq`` in order, at most ``limit`` (the primary key does the work)."""
+    if target_id is None:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                            (after_seq, limit))
+    else:
+        rows = conn.execute(f"SELECT {_COLUMNS} FROM audit WHERE seq > ? AND target_id = ? "
+                            "ORDER BY seq LIMIT ?", (after_seq, target_id, limit))
+    return [_row_to_entry(r) for r in rows.fetchall()]
+
+
 def verify(conn: sqlite3.Connection) -> AuditVerification:
     """Walk the chain from the first entry; stop at the first one that does not hold."""
     prev = GENESIS

@@ -40,7 +40,7 @@ def since(conn: sqlite3.Connection, cipher: TemplateCipher, seq: int,
         pid, details = entry.target_id, entry.details
         if entry.action == "template_added":
             events.append(_added(conn, cipher, details["template_id"], model_id))
-        elif entry.action == "template_dropped":
+        elif entry.action in ("template_dropped", "template_removed"):
             events.append(("templates_removed", pid, [details["template_id"]]))
         elif entry.action in ("consent_withdrawn", "consent_lapsed"):
             if details.get("template_ids"):

@@ -21,6 +21,10 @@ class PersonNotFound(GalleryError):
     """No person with that id; ids are random, so a typo never lands on someone else."""
 
 
+class TemplateNotFound(GalleryError):
+    """The person holds no template with that id (already removed, or another person's)."""
+
+
 class ConsentError(GalleryError):
     """The person has no consent that is valid now: no template may be added."""
 
@@ -35,6 +39,10 @@ class GalleryCorruptError(GalleryError):
 
 class GalleryFullError(GalleryError):
     """The disk filled up during a write; the transaction was rolled back, nothing was written."""
+
+
+class DeviceKeyMissing(GalleryError):
+    """An operation needs a key this device does not hold (e.g. the operator's signing key)."""
 
 
 class BundleError(GalleryError):

@@ -72,5 +72,11 @@ _V2 = (
     )""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: the admin API pages through persons in creation order; without an index every page of a
+# 100k-person gallery would sort the whole table.
+_V3 = (
+    "CREATE INDEX persons_created ON persons(created_at, id)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 LATEST = len(MIGRATIONS)

@@ -139,6 +139,8 @@ class TemplateBatchResult:
     added: tuple[str, ...]
     rejected: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    #: Every new template id, in the order the items were given (kept or not).
+    created: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"added": list(self.added), "rejected": list(self.rejected),

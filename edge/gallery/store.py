@@ -35,7 +35,12 @@ from edge.gallery import audit, changes, keyring, validate
 from edge.gallery.bundle_apply import apply_snapshot
 from edge.gallery.crypto import VECTOR_BYTES, TemplateCipher
 from edge.gallery.db import open_database, transaction, translate
-from edge.gallery.errors import ConsentError, GalleryInputError, GalleryKeyError
+from edge.gallery.errors import (
+    ConsentError,
+    GalleryInputError,
+    GalleryKeyError,
+    TemplateNotFound,
+)
 from edge.gallery.ids import CONSENT, PERSON, TEMPLATE, new_id
 from edge.gallery.keyfile import load_or_create_key, new_key, read_key, replace_secret
 from edge.gallery.queries import (
@@ -251,7 +256,7 @@ class GalleryStore:
         evidence = validate.text(consent.evidence, "consent evidence", required=False)
         expires = to_iso(consent.expires_at) if consent.expires_at is not None else None
         if expires is not None and expires <= now:
-            raise ConsentError(f"consent expiry {expires} is not in the future")
+            raise GalleryInputError(f"consent expiry {expires} is not in the future")
         return given_by, purpose, expires, evidence
 
     # ------------------------------------------------------------------ persons and consent
@@ -329,6 +334,65 @@ class GalleryStore:
         return [PersonSummary(r[0], r[1], r[2], r[3], r[4],
                               consent_status(consents.get(r[0], []), now), r[5]) for r in rows]
 
+    def list_persons_page(self, limit: int, after: tuple[str, str] | None = None
+                          ) -> tuple[list[PersonSummary], tuple[str, str] | None]:
+        """At most ``limit`` persons in creation order after the ``(created_at, id)`` key
+        ``after``; returns them and the key to continue from (None at the end).
+
+        A keyset page, not an offset: a page costs the same at person 90,000 as at person 1, and
+        a person added or deleted meanwhile shifts nothing.
+        """
+        if limit < 1:
+            raise GalleryInputError("limit must be at least 1")
+        where, args = "", ()
+        if after is not None:
+            where, args = "WHERE (p.created_at, p.id) > (?, ?)", tuple(after)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT p.id, p.label, p.created_at, p.updated_at, p.origin, "
+                "(SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) "
+                f"FROM persons p {where} ORDER BY p.created_at, p.id LIMIT ?",
+                (*args, limit + 1)).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            consents = {r[0]: consents_of(conn, r[0]) for r in rows}
+        now = to_iso(self._clock())
+        page = [PersonSummary(r[0], r[1], r[2], r[3], r[4], consent_status(consents[r[0]], now),
+                              r[5]) for r in rows]
+        return page, ((rows[-1][2], rows[-1][0]) if more else None)
+
+    def set_label(self, person_id: str, label: str | None, *, actor: str = "system") -> None:
+        """Change (or clear, with None) a person's label; the old one is overwritten on disk."""
+        label = validate.label(label)
+        with self._lock:
+            with self._write() as tx:
+                _, old, _, _, _ = require_person(tx.conn, person_id)
+                tx.conn.execute("UPDATE persons SET label = ?, updated_at = ? WHERE id = ?",
+                                (label, tx.now, person_id))
+                audit.append(tx.conn, tx.now, actor, "label_changed", person_id,
+                             {"had_label": old is not None, "has_label": label is not None})
+            # secure_delete zeroes the old row in the database; the WAL still holds the page.
+            self._checkpoint()
+
+    def remove_template(self, person_id: str, template_id: str, *,
+                        actor: str = "system") -> dict[str, Any]:
+        """Erase one template of a person (a bad photo, an outdated look); returns a receipt."""
+        with self._lock:
+            with self._write() as tx:
+                require_person(tx.conn, person_id)
+                removed = remove_templates(tx, person_id, [template_id])
+                if not removed:
+                    raise TemplateNotFound(
+                        f"person {person_id} has no template {template_id!r}")
+                tx.conn.execute("UPDATE persons SET updated_at = ? WHERE id = ?",
+                                (tx.now, person_id))
+                entry = audit.append(tx.conn, tx.now, actor, "template_removed", person_id,
+                                     {"template_id": template_id})
+            checkpointed = self._checkpoint()
+        return {"person_id": person_id, "template_id": template_id, "removed_at": tx.now,
+                "audit_seq": entry.seq, "audit_hash": entry.hash,
+                "wal_checkpointed": checkpointed}
+
     def stats(self) -> dict[str, int]:
         with self._read() as conn:
             persons = conn.execute("SELECT COUNT(*) FROM persons").fetchone()[0]
@@ -389,7 +453,8 @@ class GalleryStore:
             dropped = tuple(t for t in evicted if t not in new)
             if dropped:
                 tx.events.append((("templates_removed", person_id, list(dropped)), model_id))
-        return TemplateBatchResult(added, tuple(t for t in new if t in evicted), dropped)
+        return TemplateBatchResult(added, tuple(t for t in new if t in evicted), dropped,
+                                   tuple(new))
 
     def _enforce_cap(self, tx: Tx, person_id: str, model_id: str, actor: str) -> list[str]:
         """Drop the lowest-scoring templates (oldest first on ties) beyond ``max_templates``."""
@@ -509,6 +574,13 @@ class GalleryStore:
     def audit_entries(self, target_id: str | None = None) -> list[audit.AuditEntry]:
         with self._read() as conn:
             return audit.entries(conn, target_id)
+
+    def audit_page(self, after_seq: int, limit: int, target_id: str | None = None
+                   ) -> tuple[list[audit.AuditEntry], int | None]:
+        """At most ``limit`` entries after ``after_seq``; returns them and the next ``after``."""
+        with self._read() as conn:
+            rows = audit.page(conn, after_seq, limit + 1, target_id)
+        return rows[:limit], (rows[limit - 1].seq if len(rows) > limit else None)
 
     def rotate_key(self, *, actor: str = "system") -> dict[str, Any]:
         """Re-encrypt every template under a fresh key; see ``keyring`` for the crash story."""
