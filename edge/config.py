@@ -178,9 +178,26 @@ class EventsConfig:
 @dataclass(frozen=True)
 class ApiConfig:
     enabled: bool = False
+    # Loopback by default: the admin API manages who the door recognises. Any other address needs
+    # TLS (tls_cert + tls_key) unless allow_insecure is set on purpose (see _cross_checks).
     host: str = "127.0.0.1"
     port: int = 8471
+    # "" = <storage.data_dir>/api-tokens.json; holds only SHA-256 hashes of the tokens (0600).
     token_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    allow_insecure: bool = False
+    # A whole request body (all images of one upload together); larger ones get 413 unread.
+    max_upload_bytes: int = 10 * 1024 * 1024
+    # A signed gallery bundle posted to /v1/gallery/import (streamed to disk, encrypted as is).
+    max_bundle_bytes: int = 512 * 1024 * 1024
+    max_files: int = 10
+    # Identify/enroll jobs at once, and waiting; beyond both, 429 with Retry-After. workers 0 =
+    # one less than the CPUs (at least 1), so the camera pipeline always has a core of its own.
+    workers: int = 0
+    queue: int = 4
+    # Failed authentications a client may make per minute before it gets 429 for a while.
+    auth_failures_per_minute: int = 10
 
 
 @dataclass(frozen=True)
@@ -227,6 +244,13 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("mqtt", "qos"): (lambda v: v in (0, 1, 2), "0, 1 or 2"),
     ("mqtt", "keepalive"): (lambda v: 5 <= v <= 3600, "between 5 and 3600 seconds"),
     ("api", "port"): (lambda v: 0 <= v <= 65535, "a TCP port (0-65535)"),
+    ("api", "max_upload_bytes"): (lambda v: 1024 <= v <= 1024 ** 3, "between 1 KiB and 1 GiB"),
+    ("api", "max_bundle_bytes"): (lambda v: 1024 <= v <= 2 * 1024 ** 3,
+                                  "between 1 KiB and 2 GiB"),
+    ("api", "max_files"): (lambda v: 1 <= v <= 100, "between 1 and 100"),
+    ("api", "workers"): (lambda v: 0 <= v <= 64, "between 0 and 64 (0 = CPUs - 1)"),
+    ("api", "queue"): (lambda v: 0 <= v <= 1000, "between 0 and 1000"),
+    ("api", "auth_failures_per_minute"): (lambda v: 1 <= v <= 100_000, "at least 1"),
     ("tracking", "votes_needed"): (lambda v: v >= 1, "at least 1"),
     ("tracking", "max_attempts"): (lambda v: v >= 1, "at least 1"),
     ("tracking", "iou_threshold"): (lambda v: 0.0 < v <= 1.0, "above 0 and at most 1"),
@@ -376,7 +400,36 @@ def load_config(path: str | os.PathLike[str] | None = None,
     _check_env(env, sections)
     built = {name: _build_section(name, cls, raw.get(name, {}), env, origin)
              for name, cls in sections.items()}
-    return Config(**built, source=origin)
+    config = Config(**built, source=origin)
+    _cross_checks(config)
+    return config
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.strip().lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _cross_checks(cfg: Config) -> None:
+    """Rules that tie keys together; each message names every key involved."""
+    api = cfg.api
+    where = f"{cfg.source}: [api]"
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ConfigError(f"{where} tls_cert and tls_key must be set together")
+    if api.enabled and not is_loopback(api.host) and not api.tls_cert and not api.allow_insecure:
+        raise ConfigError(
+            f"{where} host = {api.host!r} is reachable from other machines: set tls_cert and "
+            "tls_key, or allow_insecure = true to accept tokens and faces in clear text")
 
 
 def config_as_dict(cfg: Config) -> dict[str, Any]:

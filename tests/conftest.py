@@ -15,6 +15,9 @@ import pytest
 
 from edge.config import Config, ModelsConfig, load_config
 
+# The admin API tests share a daemon per module; its fixtures live beside its helpers.
+pytest_plugins = ["api_daemon"]
+
 # A developer's shell or the device may carry EDGE_FACE_* overrides; the tests define their own.
 for _var in [v for v in os.environ if v.startswith("EDGE_FACE_")]:
     del os.environ[_var]

@@ -13,13 +13,14 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge import __version__
+from edge.api.readiness import Readiness
 from edge.camera import Frame, LatestFrameReader, NullSource, make_source
 from edge.config import Config, load_config
 from edge.daemon.notify import Notifier
@@ -28,10 +29,14 @@ from edge.events.publisher import Publisher
 from edge.events.schema import camera_event, identity_event, status_online
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
+from edge.metrics import Metrics, Reading
 from edge.quality import reasons
 from edge.recognition import LiveMatcher
 from edge.tracking.decision import TrackDecider
 from edge.tracking.tracker import IouTracker
+
+if TYPE_CHECKING:
+    from edge.daemon.admin import AdminApi
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,8 @@ REFRESH_S = 1.0
 STATUS_S = 5.0
 SHUTDOWN_FLUSH_S = 5.0
 CAMERA_OPEN_WAIT_S = 10.0
+#: A camera that delivered no processed frame for this long is reported not ready.
+CAMERA_STALE_S = 5.0
 #: Frame rate assumed for a replayed source that does not report one.
 DEFAULT_REPLAY_FPS = 25.0
 
@@ -50,6 +57,7 @@ class Counters:
     faces: int = 0
     embedded: int = 0
     events: int = 0
+    decisions: dict[str, int] = field(default_factory=lambda: {"recognized": 0, "unknown": 0})
 
 
 class Daemon:
@@ -73,6 +81,8 @@ class Daemon:
                                embedder_model=self.engine.embedder_id)
         self.publisher = Publisher.from_config(config, online_payload=online)
         self.counters = Counters()
+        self.metrics = Metrics()
+        self._last_frame_t: float | None = None
         self._status_t, self._status_frames = time.monotonic(), 0
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -83,6 +93,13 @@ class Daemon:
         self._source = source
         self._replay = self.reader is not None and not source.realtime
         self._replay_t0: float | None = None
+        self.api: AdminApi | None = None
+        if config.api.enabled:
+            from edge.daemon.admin import AdminApi
+
+            self.api = AdminApi(self)
+        self.metrics.watch(self._reading)
+        self.exit_code = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -102,6 +119,13 @@ class Daemon:
     def run(self) -> int:
         self.sweeper.start()
         self.publisher.start()
+        if self.api is not None:
+            try:
+                self.api.start()
+            except BaseException:
+                self.publisher.close(0.5)
+                self.sweeper.stop()
+                raise
         state = "no camera"
         if self.reader is not None:
             self.reader.start()
@@ -118,7 +142,7 @@ class Daemon:
             self._loop()
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _loop(self) -> None:
         interval = self.notifier.watchdog_interval()
@@ -137,6 +161,11 @@ class Daemon:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
+            if self.api is not None and not self.api.alive:
+                # The operators' only way in is gone: exit non-zero, so systemd restarts us.
+                log.error("admin API server died; stopping so the service is restarted")
+                self.exit_code = 1
+                break
             if self.reader is None:
                 self._stop.wait(0.5)
                 continue
@@ -151,6 +180,8 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
+        if self.api is not None:
+            self.api.stop()  # no new requests; running ones finish against an open store
         if self.reader is not None:
             self.reader.close()
         self.sweeper.stop()
@@ -209,6 +240,49 @@ class Daemon:
                              f"faces={self.counters.faces} events={self.counters.events} "
                              f"outbox={depth} dropped={dropped}")
 
+    def readiness(self) -> Readiness:
+        """``/readyz``: models are loaded once this object exists; camera and broker are live."""
+        checks = {"models": "ok"}
+        reasons: list[str] = []
+        if self.reader is None:
+            checks["camera"] = "none"
+        else:
+            state = self.reader.stats.state
+            fresh = (self._last_frame_t is not None
+                     and time.monotonic() - self._last_frame_t <= CAMERA_STALE_S)
+            if state in ("open", "reopened") and fresh:
+                checks["camera"] = "ok"
+            else:
+                why = f"camera {state}" if state not in ("open", "reopened") else (
+                    f"no frame processed in the last {CAMERA_STALE_S:.0f} s")
+                checks["camera"] = why
+                reasons.append(why)
+        if self.publisher.connected:
+            checks["broker"] = "ok"
+        else:
+            checks["broker"] = "not connected"
+            reasons.append("broker not connected")
+        return Readiness(checks, reasons)
+
+    def _reading(self) -> Reading:
+        """The daemon's counters for one Prometheus scrape (read, not copied, each time)."""
+        pub = self.publisher.stats()
+        cam = self.reader.stats if self.reader is not None else None
+        pool = self.api.pool.stats() if self.api is not None else None
+        c = self.counters
+        return Reading(
+            frames=c.frames, faces=c.faces, embeddings=c.embedded,
+            decisions=dict(c.decisions), events=c.events,
+            camera_captured=cam.captured if cam else None,
+            camera_dropped=cam.dropped if cam else None,
+            camera_outages=cam.outages if cam else None,
+            camera_up=(cam.state in ("open", "reopened")) if cam else None,
+            outbox_depth=pub.outbox_depth, outbox_dropped=pub.dropped,
+            mqtt_connected=pub.connected, mqtt_published=pub.published,
+            mqtt_connects=pub.connects, templates=len(self.live.matcher),
+            pool_running=pool.running if pool else 0, pool_waiting=pool.waiting if pool else 0,
+            pool_refused=pool.refused if pool else 0)
+
     def _camera_state(self, state: str, attempts: int) -> None:
         try:
             self.publisher.publish_event(camera_event(device_id=self.config.device.id,
@@ -225,21 +299,32 @@ class Daemon:
         # Every timing rule runs on the capture clock, so latency counts from the moment the
         # face's first frame was captured, detection time included.
         now = t_capture if now is None else now
+        stage = self.metrics.stage
+        t0 = time.perf_counter()
         self.counters.frames += 1
         faces = self.engine.detect(pixels, rescue=False)
+        t1 = time.perf_counter()
+        stage["detect"].observe(t1 - t0)
         self.counters.faces += len(faces)
         update = self.tracker.update(faces, now)
         candidates = [(t, f) for t, f in zip(update.tracks, faces, strict=True)
                       if t.decision is None]
+        t2 = time.perf_counter()
+        stage["track"].observe(t2 - t1)
         if candidates:
             crops = self.engine.measure(pixels, [f for _, f in candidates])
             wanted = [(t, f, c) for (t, f), c in zip(candidates, crops, strict=True)
                       if not reasons(f.quality, self.config.quality)
                       and self.tracker.needs_embedding(t, f.quality["score"], now)]
+            t3 = time.perf_counter()
+            stage["align"].observe(t3 - t2)
             if wanted:
                 faces_w = [f for _, f, _ in wanted]
                 self.engine.embed_into(faces_w, [c for _, _, c in wanted])
+                t4 = time.perf_counter()
                 results = self.live.matcher.search(np.stack([f.embedding for f in faces_w]))
+                stage["embed"].observe(t4 - t3)
+                stage["match"].observe(time.perf_counter() - t4)
                 self.counters.embedded += len(wanted)
                 for (track, face, _), result in zip(wanted, results, strict=True):
                     self.tracker.mark_embedded(track, face.quality["score"], now)
@@ -249,6 +334,8 @@ class Daemon:
                 for face in faces_w:
                     face.embedding = None  # nothing about a face outlives what needs it
         self.decider.refresh(self.tracker.tracks, now)
+        self._last_frame_t = time.monotonic()
+        stage["frame"].observe(self._last_frame_t - t0)
 
     def _emit(self, decision: Any, on_clip_clock: bool = False) -> None:
         # A fast replay has no wall-clock latency to speak of: report the clip time from the
@@ -269,5 +356,7 @@ class Daemon:
             include_label=self.config.events.include_label)
         self.publisher.publish_event(payload)
         self.counters.events += 1
+        self.counters.decisions[payload["type"]] = self.counters.decisions.get(
+            payload["type"], 0) + 1
         log.info("event queued", extra={"type": payload["type"], "track_id": decision.track_id,
                                         "latency_ms": payload["latency_ms"]})
