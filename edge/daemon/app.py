@@ -23,6 +23,7 @@ from edge import __version__
 from edge.api.readiness import Readiness
 from edge.camera import Frame, LatestFrameReader, NullSource, make_source
 from edge.config import Config, load_config
+from edge.daemon.faults import HangSwitch
 from edge.daemon.notify import Notifier
 from edge.engine import FaceEngine
 from edge.events.publisher import Publisher
@@ -100,6 +101,7 @@ class Daemon:
             self.api = AdminApi(self)
         self.metrics.watch(self._reading)
         self.exit_code = 0
+        self._hang = HangSwitch()  # test only (see edge/daemon/faults.py); inert in production
 
     # -- lifecycle ---------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -148,6 +150,7 @@ class Daemon:
         interval = self.notifier.watchdog_interval()
         next_pet = next_refresh = next_status = time.monotonic()
         while not self._stop.is_set():
+            self._hang.check()
             now = time.monotonic()
             if interval is not None and now >= next_pet:
                 self.notifier.watchdog()
