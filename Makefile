@@ -9,10 +9,13 @@ STAMP  := $(VENV)/.installed
 # compiler and qemu, to build and run the matcher's Jetson kernel); installed when missing.
 DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
 TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd \
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user $(E2E_DEB_PACKAGES)
+# The end-to-end test (tests/test_e2e_fleet.py): a debootstrapped Debian booted by systemd-nspawn,
+# configured over SSH by the Ansible playbook.
+E2E_DEB_PACKAGES := debootstrap systemd-container openssh-client
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 
-.PHONY: setup models bytecode demo test lint bench clean system-test-deps build-deps
+.PHONY: setup models bytecode demo test lint bench clean system-test-deps build-deps dist e2e
 
 setup: $(STAMP) models bytecode
 
@@ -66,6 +69,16 @@ system-test-deps:
 test: setup system-test-deps
 	$(BIN)/ruff check edge tests bench hatch_build.py
 	$(BIN)/python -m pytest -q
+
+# The wheel the Ansible role installs (dist/edge_face-<version>-py3-none-<platform>.whl). It
+# carries the compiled matcher: build it on the devices' architecture.
+dist: $(STAMP)
+	EDGE_FACE_REQUIRE_NATIVE=1 $(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
+# Only the end-to-end test (also part of `make test`); see docs/deploy.md.
+e2e: setup
+	@$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(E2E_DEB_PACKAGES) mosquitto"
+	$(BIN)/python -m pytest -q -s tests/test_e2e_fleet.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge tests bench hatch_build.py
