@@ -97,6 +97,7 @@ class Container:
         self.key = workdir / "id_ed25519"
         self.console_log = workdir / "console.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.timings: dict[str, float] = {}
         workdir.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(rootfs), str(self.root)], check=True,
                        timeout=600)
