@@ -109,8 +109,12 @@ def test_unit_is_hardened(unit: Path) -> None:
     assert match, proc.stdout + proc.stderr
     exposure = float(match.group(1))
     assert exposure <= MAX_EXPOSURE, proc.stdout
-    # The figure the unit's header states is the one systemd computes.
-    assert f"--offline=yes` on this file: {exposure}" in UNIT.read_text()
+    # The figure the unit's header states is the one systemd 252 (Debian 12, CI) computes;
+    # other versions weigh the items a little differently.
+    version = subprocess.run([ANALYZE, "--version"], capture_output=True, text=True,
+                             timeout=60).stdout.split()[1]
+    if version == "252":
+        assert f"--offline=yes` on this file: {exposure}" in UNIT.read_text()
 
 
 def test_unit_keys_exist_on_systemd_249() -> None:
