@@ -20,7 +20,8 @@ import numpy as np
 from edge.config import Config
 from edge.engine import FaceEngine, Source
 from edge.errors import EdgeError, ImageError
-from edge.gallery.records import NewTemplate
+from edge.gallery.errors import ConsentError
+from edge.gallery.records import ACTIVE, NewTemplate
 from edge.gallery.store import GalleryStore
 from edge.matching import Matcher
 from edge.matching.errors import TemplateIdError
@@ -142,7 +143,12 @@ class Recognizer:
         The answer has one entry per photo in ``results`` (accepted with its quality, or the
         reason it was refused); ``rejected`` repeats the refusals in the CLI's older shape.
         """
-        self.store.get_person(person_id)  # PersonNotFound before any work
+        # Refuse before any photo is analysed: no such person, or no consent valid now (the
+        # store checks the consent again when it writes, in the same transaction).
+        person = self.store.get_person(person_id)
+        if person.consent != ACTIVE:
+            raise ConsentError(f"person {person_id} has no valid consent ({person.consent}); "
+                               "record a new consent before adding templates")
         self.live.refresh()
         results: list[dict[str, Any]] = []
         warnings: list[str] = []
