@@ -210,3 +210,14 @@ def test_openapi_documents_every_route(station: ApiDaemon, path: str) -> None:
             "/v1/config"} <= paths
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert json.dumps(schema).count("examples") >= 5
+
+
+def test_invalid_input_says_where_without_echoing_it(station: ApiDaemon) -> None:
+    secret = "Ms Confidential " + "q" * 200  # too long a label: refused, and not repeated back
+    with station.admin() as api:
+        r = api.post("/v1/persons", json={"label": secret, "consent": consent(
+            purpose=None)})
+    assert r.status_code == 422 and "Confidential" not in r.text
+    body = r.json()
+    assert {tuple(e["loc"]) for e in body["errors"]} >= {("body", "consent", "purpose")}
+    assert "consent purpose" in body["detail"] or "purpose" in body["detail"]

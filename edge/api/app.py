@@ -29,6 +29,8 @@ memory for the request only; no image or template ever appears in an answer or a
 
 #: Refusals any authenticated route can give.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a body that cannot be read (not UTF-8, a bad "
+          "Content-Length)"},
     401: {"model": Problem, "description": "no token, or not a token of this device"},
     403: {"model": Problem, "description": "a read token on a route that changes something"},
     413: {"model": Problem, "description": "request body over the limit"},
