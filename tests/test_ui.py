@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_daemon import ApiDaemon, consent, new_person
+from api_daemon import ApiDaemon, consent, make_daemon, new_person, run_cli
+from mqtt_broker import Broker
 from PIL import Image
 
+from edge.demo.clip import write_clip
 from edge.events.recent import RecentEvents
 
 #: Playwright's waits (not assertions on speed): generous for a loaded 2-core machine.
@@ -105,6 +107,16 @@ def test_page_is_self_contained_under_a_strict_policy(station: ApiDaemon) -> Non
     assert not re.search(r"<script\b[^>]*>\s*[^<\s]", html)
     assert not re.search(r"\s(on\w+|style)=", html)
     assert "http://" not in html and "https://" not in html
+
+
+def test_a_wheel_ships_the_page() -> None:
+    """A device installs the wheel, not a checkout: the page's files must be in it."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = {f.distribution_path for f in WheelBuilder(str(root)).recurse_included_files()}
+    for name in ("index.html", "app.js", "app.css"):
+        assert f"edge/api/ui/{name}" in shipped, name
 
 
 def _no_image_bytes_on_disk(workdir: Path, photo: Path) -> None:
@@ -253,6 +265,70 @@ def test_read_token_sees_but_cannot_change(station: ApiDaemon, browser: Any,
     page.get_by_role("button", name="Delete Read Only View").click()
     expect(page.locator("#status")).to_contain_text("scope 'read'")
     page.screenshot(path=str(tmp_path / "read-only-refused.png"))
-    context.close()
     with station.admin() as api:
         assert api.get(f"/v1/persons/{pid}").status_code == 200
+    # Revoked while signed in: the next call is refused and the page goes back to sign-in,
+    # forgetting the token.
+    run_cli(station.env, "token", "revoke", "ui-viewer")
+    station.tokens.pop("ui-viewer")
+    page.get_by_role("button", name="Refresh list").click()
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#login-error")).to_contain_text("unknown token")
+    assert page.evaluate("sessionStorage.getItem('edge-face-token')") is None
+    page.screenshot(path=str(tmp_path / "revoked.png"))
+    context.close()
+
+
+@pytest.fixture
+def door(tmp_path: Path, models_dir: Path, fixture_dir: Path,
+         module_broker: Broker) -> Iterator[ApiDaemon]:
+    """A door with a camera: a looped clip of one visitor, played in real time. Its MQTT events
+    carry the label (``include_label``), so the feed's leaving it out is put to the test."""
+    clip = write_clip([fixture_dir / "obama3.jpg"], tmp_path / "door.avi")
+    daemon = make_daemon(tmp_path / "door", models_dir, module_broker,
+                         EDGE_FACE_CAMERA__SOURCE=str(clip), EDGE_FACE_CAMERA__LOOP="true",
+                         EDGE_FACE_CAMERA__REALTIME="true",
+                         EDGE_FACE_EVENTS__INCLUDE_LABEL="true")
+    daemon.start(wait_ready=True)
+    yield daemon
+    daemon.stop()
+
+
+def test_live_feed_shows_the_door_in_a_browser(door: ApiDaemon, browser: Any,
+                                               fixture_dir: Path, tmp_path: Path) -> None:
+    """The visitor is unknown until enrolled on the page; then the feed names their id."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(f"{door.base_url}/ui")
+    page.get_by_label("API token").fill(door.token("ui-door"))
+    page.get_by_role("button", name="Sign in").click()
+    feed = page.locator("#event-list")
+    expect(feed).to_contain_text("camera cam0 open")
+    expect(feed).to_contain_text("unknown face")
+    expect(page.locator("#health-list")).to_contain_text("camera")
+    page.screenshot(path=str(tmp_path / "01-feed-unknown.png"), full_page=True)
+
+    page.get_by_label("Label (optional, stays on the device)").fill("Feed Visitor")
+    page.get_by_label("Consent given by").fill("the visitor")
+    page.get_by_label("Purpose").fill("front door")
+    page.get_by_label("Photos (each must show one face)").set_input_files(
+        str(fixture_dir / "obama.jpg"))
+    page.get_by_role("button", name="Enroll", exact=True).click()
+    result = page.locator("#enroll-result")
+    expect(result).to_contain_text("1 template(s) added")
+    found = re.search(r"Person (p_[0-9a-z]+)", result.inner_text())
+    assert found, result.inner_text()
+    # The next pass of the clip is a new track, decided against the gallery that now has them.
+    expect(feed).to_contain_text(f"recognized {found.group(1)}")
+    assert "Feed Visitor" not in feed.inner_text()  # ids only, never the label
+    page.screenshot(path=str(tmp_path / "02-feed-recognized.png"), full_page=True)
+    context.close()
+    with door.client(door.token("ui-door")) as api:
+        events = api.get("/v1/events", params={"limit": 200}).json()["events"]
+    assert {e["type"] for e in events} >= {"camera", "unknown", "recognized"}
+    assert all("label" not in e for e in events)
+    seqs = [e["seq"] for e in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

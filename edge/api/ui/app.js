@@ -102,6 +102,7 @@
       await api("/v1/persons?limit=1");
     } catch (err) {
       token = null;
+      sessionStorage.removeItem(TOKEN_KEY);  // a stored token that stopped working is dropped
       const why = err.status === 401 || err.status === 403
         ? `The device refused this token: ${err.message}` : `Cannot sign in: ${err.message}`;
       $("login-error").textContent = why;
@@ -118,9 +119,13 @@
     start();
   }
 
-  function signOut(message = "") {
+  function stopTimers() {
     timers.forEach(clearInterval);
     timers = [];
+  }
+
+  function signOut(message = "") {
+    stopTimers();
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
     $("app").hidden = true;
@@ -131,6 +136,7 @@
   }
 
   function start() {
+    stopTimers();
     refreshHealth();
     refreshPersons();
     pollEvents();
