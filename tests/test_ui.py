@@ -42,7 +42,8 @@ def browser() -> Iterator[Any]:
     with sync_playwright() as pw:
         # --no-sandbox: the tests may run as root (CI does), where chromium's sandbox refuses.
         b = pw.chromium.launch(executable_path=_chromium(), headless=True,
-                               args=["--no-sandbox", "--disable-gpu"])
+                               args=["--no-sandbox", "--disable-gpu",
+                                     "--disable-dev-shm-usage"])  # containers: a small /dev/shm
         yield b
         b.close()
 
@@ -140,7 +141,8 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     def shot(page: Any, name: str) -> None:
         page.screenshot(path=str(shots / f"{next(step):02d}-{name}.png"), full_page=True)
 
-    context = browser.new_context()
+    # A fixed zone an hour off UTC: the expiry typed in local time must reach the API in UTC.
+    context = browser.new_context(timezone_id="Europe/Berlin")
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
     problems: list[str] = []
@@ -150,6 +152,8 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
             and not m.text.startswith("Failed to load resource") else None)
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("dialog", lambda d: d.accept())
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
     page.goto(f"{station.base_url}/ui")
 
     # A wrong token: refused with the device's reason, nothing kept.
@@ -195,7 +199,13 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     with station.admin() as api:
         held = api.get(f"/v1/persons/{person_id}").json()
     assert held["consent"] == "active" and len(held["templates"]) == 1
-    assert held["consents"][0]["expires_at"].startswith("2099-01-01")
+    assert held["consents"][0]["expires_at"] == "2099-01-01T11:00:00.000000Z"
+    # Every control (the row's buttons too) has a name a screen reader can say.
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('input, select, button')]
+        .filter((e) => !(e.labels && e.labels.length) && !e.textContent.trim()
+                       && !e.getAttribute('aria-label'))
+        .map((e) => e.outerHTML)""")
+    assert unnamed == []
     shot(page, "listed")
 
     # A photo without a face gets its reason, per photo, for the same person.
@@ -242,6 +252,11 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     context.close()
 
     assert not problems, problems  # no script error, no Content-Security-Policy violation
+    # Same origin, and nothing but the page's files, the public API and the health checks.
+    allowed = re.compile(re.escape(station.base_url)
+                         + r"/(ui(/(app\.js|app\.css)?)?|v1/.*|healthz|readyz|favicon\.ico)")
+    assert requested and all(allowed.fullmatch(u) for u in requested), requested
+    assert any("/v1/events?after=" in u for u in requested)
     assert len(list(shots.glob("*.png"))) == 7
     _no_image_bytes_on_disk(station.workdir, photo)
 
