@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# System packages the demo and the tests use (a real broker; systemd-analyze; an aarch64 cross
-# compiler and qemu, to build and run the matcher's Jetson kernel); installed when missing.
+# System packages the demo and the tests use (a real broker; systemd-analyze; a headless browser
+# for the operator page; an aarch64 cross compiler and qemu, to build and run the matcher's Jetson
+# kernel); installed when missing.
 DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
-TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd \
+TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd chromium \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 

@@ -38,6 +38,7 @@ from edge import __version__
 from edge.config import Config, MqttConfig
 from edge.errors import EdgeError
 from edge.events.outbox import Outbox
+from edge.events.recent import RecentEvents
 from edge.events.schema import EventSchemaError, encode, status_offline, status_online
 from edge.events.schema import rfc3339_utc as _now_rfc3339
 from edge.events.topics import event_topic, status_topic
@@ -141,6 +142,8 @@ class Publisher:
         self._device_id = device_id
         self._outbox = outbox
         self._own_outbox = own_outbox
+        #: What the admin API's live feed shows (``GET /v1/events``); memory only.
+        self.recent = RecentEvents()
         self._max_inflight = max_inflight
         self._qos = mqtt.qos
         self._status_topic = status_topic(mqtt.topic_prefix, device_id)
@@ -275,6 +278,7 @@ class Publisher:
         if not isinstance(event_id, str):
             raise EventSchemaError("event payload has no event_id")
         seq = self._outbox.put(topic, data, event_id)
+        self.recent.add(seq, payload)
         self._events.put(("wake",))
         log.debug("event queued", extra={"event_id": event_id, "topic": topic, "seq": seq})
         return seq
