@@ -113,6 +113,8 @@ class _PersonBase(BaseModel):
 
 class PersonSummary(_PersonBase):
     templates: int
+    consent_expires_at: str | None = Field(
+        description="when the consent in force ends; null while active means never")
 
 
 class Person(_PersonBase):

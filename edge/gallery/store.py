@@ -65,6 +65,7 @@ from edge.gallery.records import (
     TemplateAddResult,
     TemplateBatchResult,
     TemplateMatrix,
+    consent_expiry,
     consent_status,
 )
 from edge.gallery.times import Clock, to_iso, utc_now
@@ -332,7 +333,8 @@ class GalleryStore:
                 consents.setdefault(r[0], []).append(Consent(*r[1:]))
         now = to_iso(self._clock())
         return [PersonSummary(r[0], r[1], r[2], r[3], r[4],
-                              consent_status(consents.get(r[0], []), now), r[5]) for r in rows]
+                              consent_status(consents.get(r[0], []), now), r[5],
+                              consent_expiry(consents.get(r[0], []), now)) for r in rows]
 
     def list_persons_page(self, limit: int, after: tuple[str, str] | None = None
                           ) -> tuple[list[PersonSummary], tuple[str, str] | None]:
@@ -358,7 +360,7 @@ class GalleryStore:
             consents = {r[0]: consents_of(conn, r[0]) for r in rows}
         now = to_iso(self._clock())
         page = [PersonSummary(r[0], r[1], r[2], r[3], r[4], consent_status(consents[r[0]], now),
-                              r[5]) for r in rows]
+                              r[5], consent_expiry(consents[r[0]], now)) for r in rows]
         return page, ((rows[-1][2], rows[-1][0]) if more else None)
 
     def set_label(self, person_id: str, label: str | None, *, actor: str = "system") -> None:

@@ -166,25 +166,20 @@
 
   // ------------------------------------------------------------------ persons
 
-  // The latest end among the consents in force; "never" when one in force has no end.
-  function expiryOf(person) {
-    const now = Date.now();
-    const live = (person.consents || []).filter((c) => !c.withdrawn_at
-      && (!c.expires_at || new Date(c.expires_at).getTime() > now));
-    if (!live.length) return "—";
-    if (live.some((c) => !c.expires_at)) return "never";
-    const last = live.map((c) => c.expires_at).sort().pop();
-    return fmtTime(last);
+  // The end of the consent in force: the list says it (null while active = never).
+  function expiryOf(summary) {
+    if (summary.consent !== "active") return "—";
+    return summary.consent_expires_at ? fmtTime(summary.consent_expires_at) : "never";
   }
 
-  function personRow(summary, detail) {
+  function personRow(summary) {
     const id = summary.id;
     const name = summary.label || id;
     return el("tr", { "data-person": id },
       el("td", { text: summary.label || "—" }),
       el("td", {}, el("code", { text: id })),
       el("td", { text: summary.consent, class: `consent-${summary.consent}` }),
-      el("td", { text: detail ? expiryOf(detail) : "?" }),
+      el("td", { text: expiryOf(summary) }),
       el("td", { text: String(summary.templates) }),
       el("td", { class: "actions" },
         el("button", { type: "button", text: "Withdraw consent",
@@ -201,14 +196,7 @@
       const query = new URLSearchParams({ limit: String(PAGE) });
       if (more && cursor) query.set("cursor", cursor);
       const page = await api(`/v1/persons?${query}`);
-      // Expiry is in each person's consent records; a few at a time, not the whole page at once.
-      const details = [];
-      for (let i = 0; i < page.persons.length; i += 5) {
-        const chunk = page.persons.slice(i, i + 5).map(
-          (p) => api(`/v1/persons/${encodeURIComponent(p.id)}`).catch(() => null));
-        details.push(...await Promise.all(chunk));
-      }
-      const rows = page.persons.map((p, i) => personRow(p, details[i]));
+      const rows = page.persons.map(personRow);
       const body = $("persons-body");
       if (more) body.append(...rows); else body.replaceChildren(...rows);
       cursor = page.next_cursor;
