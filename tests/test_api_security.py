@@ -276,3 +276,15 @@ def test_a_port_in_use_stops_the_daemon_with_a_clear_error(tmp_path: Path, model
     assert out.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in out.stdout + out.stderr
 
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_not_held_back() -> None:
+    """asyncio sets TCP_NODELAY only on sockets whose proto is TCP; with proto 0 every
+    keep-alive answer waited ~40 ms for a delayed ACK (found by bench/bench_api.py)."""
+    from edge.api.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
