@@ -69,10 +69,12 @@ def _sbin_hint() -> str:
 
 
 def _broker_choice() -> str:
-    """Checked before the slow steps, so a typo fails at once."""
+    """Checked before the slow steps, so a typo or a missing mosquitto fails at once."""
     choice = os.environ.get(BROKER_ENV, "auto").strip().lower() or "auto"
     if choice not in BROKER_CHOICES:
         raise SystemExit(f"{BROKER_ENV}={choice!r}: use one of {', '.join(BROKER_CHOICES)}")
+    if choice == "mosquitto" and _find_mosquitto() is None:
+        raise SystemExit(f"{BROKER_ENV}=mosquitto but mosquitto is not on PATH{_sbin_hint()}")
     return choice
 
 
@@ -81,8 +83,6 @@ def _broker(choice: str, work: Path) -> Iterator[tuple[int, str]]:
     """Run the demo's broker for the ``with`` block; yields its 127.0.0.1 port and the MQTT
     version the daemon must speak to it."""
     mosquitto = None if choice == "amqtt" else _find_mosquitto()
-    if mosquitto is None and choice == "mosquitto":
-        raise SystemExit(f"{BROKER_ENV}=mosquitto but mosquitto is not on PATH{_sbin_hint()}")
     if mosquitto is None:
         why = "as asked" if choice == "amqtt" else f"mosquitto is not on PATH{_sbin_hint()}"
         try:
