@@ -69,6 +69,7 @@ from edge.gallery.records import (
     consent_status,
 )
 from edge.gallery.times import Clock, to_iso, utc_now
+from edge.progress import Progress
 
 if TYPE_CHECKING:
     from edge.config import Config
@@ -635,7 +636,8 @@ class GalleryStore:
 
     def import_snapshot(self, persons: Sequence[SnapshotPerson], *, bundle_id: str,
                         created_at: str, signer: str, force: bool = False,
-                        max_skew_s: float = 300.0, actor: str = "system") -> dict[str, Any]:
+                        max_skew_s: float = 300.0, actor: str = "system",
+                        progress: Progress | None = None) -> dict[str, Any]:
         """Make this gallery hold exactly the bundle's persons, in one transaction.
 
         Persons that came from an earlier bundle and are absent now are erased (so an erasure
@@ -645,7 +647,8 @@ class GalleryStore:
             with self._write() as tx:
                 result = apply_snapshot(tx, persons, bundle_id=bundle_id,
                                         created_at=created_at, signer=signer, force=force,
-                                        max_skew_s=max_skew_s, actor=actor)
+                                        max_skew_s=max_skew_s, actor=actor,
+                                        progress=progress)
             if result["persons_removed"] or result["templates_removed"]:
                 self._checkpoint()
         return result
