@@ -9,6 +9,7 @@ watchdog is petted from this loop, so a hung pipeline gets the process killed by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -27,6 +28,7 @@ from edge.daemon.notify import Notifier
 from edge.engine import FaceEngine
 from edge.events.publisher import Publisher
 from edge.events.schema import camera_event, identity_event, status_online
+from edge.gallery.errors import PersonNotFound
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
 from edge.metrics import Metrics, Reading
@@ -344,7 +346,10 @@ class Daemon:
         latency_ms = max(0.0, (end - decision.first_seen_monotonic) * 1000.0)
         label = None
         if decision.decision == "recognized" and self.config.events.include_label:
-            label = self.store.get_person(decision.person_id).label
+            # A person may have no label, or be deleted between the match and now: the event
+            # then goes out without one (it used to stop the daemon).
+            with contextlib.suppress(PersonNotFound):
+                label = self.store.get_person(decision.person_id).label
         payload = identity_event(
             "recognized" if decision.decision == "recognized" else "unknown",
             device_id=self.config.device.id, camera_id=self.config.camera.id,
@@ -353,7 +358,7 @@ class Daemon:
             similarity=decision.similarity,
             decision=decision.reason,
             votes=decision.votes, latency_ms=latency_ms, label=label,
-            include_label=self.config.events.include_label)
+            include_label=self.config.events.include_label and label is not None)
         self.publisher.publish_event(payload)
         self.counters.events += 1
         self.counters.decisions[payload["type"]] = self.counters.decisions.get(
