@@ -75,19 +75,26 @@ def _run_daemon(env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
-    env, person, broker = door
+def _clip_events(env: dict[str, str], broker: Broker,
+                 want: int = 2) -> tuple[subprocess.CompletedProcess, Subscriber]:
+    """Run the daemon over the clip; its process and the subscriber that saw its messages."""
+    import time
+
     sub = Subscriber(broker)
     try:
         proc = _run_daemon(env)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        import time
-
         deadline = time.monotonic() + 10
-        while len(sub.events()) < 2 and time.monotonic() < deadline:
+        while len(sub.events()) < want and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         sub.close()
+    return proc, sub
+
+
+def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
+    env, person, broker = door
+    proc, sub = _clip_events(env, broker)
     schema = json.loads((ROOT / "docs" / "events.schema.json").read_text())
     events = sub.events()
     assert [e["type"] for e in events] == ["recognized", "unknown"]
@@ -144,16 +151,6 @@ def test_include_label_with_an_unlabelled_person_sends_no_label(door, fixture_di
 
     person = cli("person", "add", "--consent-by", "B", "--purpose", "door")["id"]
     cli("enroll", person, str(fixture_dir / "obama.jpg"))
-    sub = Subscriber(broker)
-    try:
-        proc = _run_daemon(env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        import time
-
-        deadline = time.monotonic() + 10
-        while len(sub.events()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        sub.close()
+    _proc, sub = _clip_events(env, broker)
     recognized = [e for e in sub.events() if e["type"] == "recognized"]
     assert recognized and recognized[0]["person_id"] == person and "label" not in recognized[0]
