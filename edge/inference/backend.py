@@ -91,7 +91,14 @@ def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0
                               backend="onnxruntime-gpu")
     if name == "tensorrt":
         try:
+            import tensorrt
+
+            if not hasattr(tensorrt, "Builder"):
+                raise BackendError("the importable 'tensorrt' is not TensorRT (type stubs "
+                                   "only?); on a Jetson use JetPack's python3-libnvinfer")
             from edge.inference import tensorrt as trt_backend
+        except BackendError:
+            raise
         except ImportError as exc:
             raise BackendError(f"TensorRT is not importable ({exc}); on a Jetson it comes with "
                                "JetPack (python3-libnvinfer), and a venv needs "

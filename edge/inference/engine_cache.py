@@ -320,7 +320,7 @@ def get_or_build(cache: EngineCache, key: EngineKey, build: Callable[[], bytes],
                 log.warning("cached engine refused by the runtime; rebuilding",
                             extra={"path": str(cache.engine_path(key)), "reason": str(exc)})
                 cache.discard(key)
-        log.warning("building a TensorRT engine; this takes minutes on a Jetson, once",
+        log.info("building a TensorRT engine; this takes minutes on a Jetson, once",
                     extra={"model": key.model, "precision": key.precision,
                            "tensorrt": key.tensorrt, "gpu": key.gpu})
         with building(key.model):
