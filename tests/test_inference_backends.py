@@ -111,8 +111,8 @@ def test_gpu_provider_options(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 
 
 def test_engine_dir_defaults_beside_the_models(sface: Path, tmp_path: Path) -> None:
-    assert engine_dir(InferenceConfig(), sface) == sface.parent / "engines"
-    assert engine_dir(InferenceConfig(engine_dir=str(tmp_path)), sface) == tmp_path
+    assert engine_dir(InferenceConfig(), sface.parent) == sface.parent / "engines"
+    assert engine_dir(InferenceConfig(engine_dir=str(tmp_path)), sface.parent) == tmp_path
 
 
 def test_default_profiles_come_from_the_graphs(sface: Path, yunet: Path) -> None:

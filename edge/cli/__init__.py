@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.run",
     "edge.cli.token",
     "edge.cli.config_cmd",
+    "edge.cli.doctor",
 )
 
 

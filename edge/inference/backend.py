@@ -38,9 +38,9 @@ class InferenceSession(Protocol):
         ...
 
 
-def engine_dir(config: InferenceConfig, model: Path) -> Path:
+def engine_dir(config: InferenceConfig, models_dir: Path) -> Path:
     """Where GPU engines live: ``[inference] engine_dir``, else ``<models dir>/engines``."""
-    return Path(config.engine_dir).expanduser() if config.engine_dir else model.parent / "engines"
+    return Path(config.engine_dir).expanduser() if config.engine_dir else models_dir / "engines"
 
 
 def default_profile(model: Path) -> Profile:
@@ -80,7 +80,7 @@ def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0
             raise BackendError(f"onnxruntime {_ort_version()} has no CUDA or TensorRT "
                                "execution provider (NVIDIA's Jetson onnxruntime-gpu wheel has)")
         shapes = profile if profile is not None else default_profile(model)
-        cache = engine_dir(config, model) / "ort-trt"
+        cache = engine_dir(config, model.parent) / "ort-trt"
         providers = gpu_providers(precision=config.precision, cache_dir=cache,
                                   workspace_mb=config.workspace_mb, profile=shapes)
         with contextlib.suppress(OSError):
@@ -107,7 +107,7 @@ def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0
             raise BackendError(f"TensorRT failed to import: {type(exc).__name__}: {exc}") from None
         shapes = profile if profile is not None else default_profile(model)
         return trt_backend.open_session(model, shapes, config.precision, config.workspace_mb,
-                                        engine_dir(config, model))
+                                        engine_dir(config, model.parent))
     raise BackendError(f"unknown inference backend {name!r}")  # pragma: no cover
 
 
