@@ -96,9 +96,10 @@ class CudaRuntime:
         value = int(self.check("cudaRuntimeGetVersion", self.rt.cudaRuntimeGetVersion()))
         return f"{value // 1000}.{value % 1000 // 10}"
 
-    def driver_version(self) -> str:
+    def driver_version(self) -> str | None:
+        """None when no CUDA driver is installed (the call then succeeds with 0)."""
         value = int(self.check("cudaDriverGetVersion", self.rt.cudaDriverGetVersion()))
-        return f"{value // 1000}.{value % 1000 // 10}"
+        return f"{value // 1000}.{value % 1000 // 10}" if value else None
 
     def stream(self) -> Stream:
         return Stream(self)
@@ -119,9 +120,12 @@ class Stream:
 
     @property
     def handle(self) -> int:
-        """The raw ``cudaStream_t`` as the integer TensorRT's ``execute_async_v3`` takes."""
-        get = getattr(self._stream, "getPtr", None)
-        return int(get()) if callable(get) else int(self._stream)
+        """The raw ``cudaStream_t`` as the integer TensorRT's ``execute_async_v3`` takes.
+
+        ``int()`` of cuda-python's handle types is the handle's value; their ``getPtr()`` is
+        the address of the Python object's storage for it, which is not a stream.
+        """
+        return int(self._stream)
 
     def upload(self, device: DeviceBuffer, host: PinnedBuffer, nbytes: int) -> None:
         self._copy(device.ptr, host.ptr, nbytes, "cudaMemcpyHostToDevice",
