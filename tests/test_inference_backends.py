@@ -132,3 +132,19 @@ def test_precision_and_workspace_are_validated(make_config) -> None:  # type: ig
     with pytest.raises(ConfigError, match="workspace_mb"):
         make_config("[inference]\nworkspace_mb = 8\n")
     assert dataclasses.replace(cfg.inference, backend="tensorrt").precision == "fp32"
+
+
+def test_build_engines_without_a_gpu_backend_says_why(
+        make_config, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    from edge.cli import main
+
+    cfg = make_config("")
+    path = Path(cfg.source)
+    assert main(["--config", str(path), "models", "build-engines"]) == 1
+    assert "TensorRT is not importable" in capsys.readouterr().err
+    assert main(["--config", str(path), "models", "build-engines",
+                 "--backend", "onnxruntime-gpu"]) == 1
+    assert "no CUDA or TensorRT execution provider" in capsys.readouterr().err
+    path.write_text(path.read_text() + '[inference]\nbackend = "onnxruntime-cpu"\n')
+    assert main(["--config", str(path), "models", "build-engines"]) == 1
+    assert "builds no engines" in capsys.readouterr().err

@@ -160,3 +160,34 @@ def test_open_session_builds_once_then_loads_and_rebuilds_a_refused_engine(
     with pytest.raises(BackendError):
         trt_backend.open_session(models["embedder"], profile, "fp16", 256, engines)
     assert not list(cache.dir.glob("*.engine"))  # a fresh engine that does not load: not cached
+
+
+def test_models_build_engines_builds_both_then_finds_them_cached(
+        trt_backend: ModuleType, cudart: object, models: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from edge.cli import main
+
+    builds: list[str] = []
+
+    def build_engine(onnx_path: Path, profile: dict, precision: str, workspace: int,
+                     timing: bytes) -> tuple[bytes, bytes]:
+        builds.append(onnx_path.name)
+        return tensorrt_standin.serialize(onnx_path, profile), b""
+
+    monkeypatch.setattr(trt_backend, "build_engine", build_engine)
+    monkeypatch.setattr(trt_backend, "CudaRuntime", lambda: CudaRuntime(cudart))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[models]\ndir = "{models["detector"].parent}"\n'
+                      f'[inference]\nengine_dir = "{tmp_path / "engines"}"\n')
+    argv = ["--config", str(config), "models", "build-engines", "--json"]
+    assert main(argv) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["role"], r["backend"]) for r in rows] == [("detector", "tensorrt"),
+                                                         ("embedder", "tensorrt")]
+    assert builds == [models["detector"].name, models["embedder"].name]
+    assert main(argv) == 0  # cached now
+    assert len(builds) == 2
+    assert main([*argv, "--force"]) == 0
+    assert len(builds) == 4
