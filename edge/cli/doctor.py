@@ -47,6 +47,8 @@ def _print_text(data: dict) -> None:
         print(f"{key:<14} {system.get(key) or '-'}")
     print(f"{'providers':<14} {', '.join(system['onnxruntime_providers']) or '-'}")
     print(f"{'jetson_utils':<14} {'yes' if system['jetson_utils'] else 'no'}")
+    for note in system["notes"]:
+        print(f"{'note':<14} {note}")
     print()
     for row in data["backends"]:
         if not row["available"]:
