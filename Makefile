@@ -5,10 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# System packages the demo and the tests use (a real broker; systemd-analyze; an aarch64 cross
-# compiler and qemu, to build and run the matcher's Jetson kernel); installed when missing.
+# System packages the demo and the tests use (a real broker; systemd-analyze; a headless browser
+# for the operator page; an aarch64 cross compiler and qemu, to build and run the matcher's Jetson
+# kernel); installed when missing.
 DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
-TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd \
+TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd chromium \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 
@@ -46,11 +47,12 @@ bytecode: $(STAMP)
 
 # The main job: sample person enrolled with consent, a stranger, a local mosquitto, the daemon
 # on a clip made from the portraits, and the MQTT events printed as a subscriber receives them.
-# mosquitto is preferred (installed here when we are root); without it the demo starts its own
-# small embedded broker (edge/demo/broker.py), so a laptop without root still runs it.
+# mosquitto is preferred (installed here when we are root); without it the demo runs the amqtt
+# library's broker (edge/demo/fallback_broker.py), so a laptop without root still runs it. The
+# sbin folders join PATH because Debian installs mosquitto there, off a normal user's PATH.
 demo: setup
-	@-$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(DEMO_DEB_PACKAGES)" 2>/dev/null || echo "mosquitto unavailable: the demo uses its embedded broker"
-	$(BIN)/python -m edge.demo.run
+	@-$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(DEMO_DEB_PACKAGES)" 2>/dev/null || echo "mosquitto unavailable: the demo uses the amqtt library's broker"
+	PATH="$$PATH:/usr/sbin:/usr/local/sbin" $(BIN)/python -m edge.demo.run
 
 build-deps:
 	@if [ -z "$$CC" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then \

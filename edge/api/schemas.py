@@ -53,9 +53,21 @@ class PersonPatch(Strict):
 
 # ---------------------------------------------------------------------------- responses
 
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query or path, then the field")
+    msg: str
+    type: str
+
+
 class Problem(BaseModel):
     detail: str = Field(description="what went wrong, for a human")
-    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "unknown person id"}]})
+    errors: list[FieldProblem] | None = Field(
+        None, description="for invalid input: each field that is wrong (the value not echoed)")
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "no person p_2hq5c5vbqyd6mfsjwcvwa4uhvy"},
+        {"detail": "body consent.purpose: Field required",
+         "errors": [{"loc": ["body", "consent", "purpose"], "msg": "Field required",
+                     "type": "missing"}]}]})
 
 
 class Health(BaseModel):
@@ -101,6 +113,8 @@ class _PersonBase(BaseModel):
 
 class PersonSummary(_PersonBase):
     templates: int
+    consent_expires_at: str | None = Field(
+        description="when the consent in force ends; null while active means never")
 
 
 class Person(_PersonBase):

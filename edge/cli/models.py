@@ -50,9 +50,12 @@ def _fetch(args: argparse.Namespace, config: Config) -> int:
 
 
 def _prepare(args: argparse.Namespace, config: Config) -> int:
+    from edge.cli.progress import progress_bar
     from edge.models.prepare import prepare_models
 
-    out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify)
+    with progress_bar("prepare models", "step") as bar:
+        out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify,
+                             progress=bar)
     for role, path in out.items():
         print(f"ok {role} {path}")
     return 0
