@@ -13,6 +13,11 @@ TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd chromium \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 
+# TensorRT 10.x API stubs (JetPack 6.1/6.2 ship 10.3) for the type check of the TensorRT backend
+# (tests/test_tensorrt_types.py). Kept out of site-packages: the stubs-only 'tensorrt' package
+# would otherwise be importable as if TensorRT were installed.
+TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
+
 .PHONY: setup models bytecode demo test lint bench clean system-test-deps build-deps
 
 setup: $(STAMP) models bytecode
@@ -24,6 +29,8 @@ $(STAMP): pyproject.toml hatch_build.py edge/matching/_int8scan.c edge/matching/
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	EDGE_FACE_REQUIRE_NATIVE=1 $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+	  --target $(VENV)/typing-stubs '$(TENSORRT_STUBS)'
 	@touch $(STAMP)
 
 # Fetch is a no-op when the verified files are cached; prepare keeps files whose sha256 matches.

@@ -66,6 +66,11 @@ class InferenceConfig:
     threads: int = 0
     # Keep graphs optimised for this runtime and CPU in <models dir>/compiled (faster start).
     cache: bool = True
+    # GPU backends (tensorrt, onnxruntime-gpu): engine precision, the builder's workspace limit,
+    # and where built engines live ("" = <models dir>/engines).
+    precision: Literal["fp16", "fp32"] = "fp16"
+    workspace_mb: int = 1024
+    engine_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ class Config:
 # Range checks that a type alone cannot express: (section, key) -> (predicate, description).
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("inference", "threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
+    ("inference", "workspace_mb"): (lambda v: 16 <= v <= 65536, "between 16 and 65536 MiB"),
     ("detection", "score_threshold"): (lambda v: 0.0 < v < 1.0, "between 0 and 1"),
     ("detection", "nms_threshold"): (lambda v: 0.0 < v < 1.0, "between 0 and 1"),
     ("detection", "input_size"): (lambda v: 64 <= v <= 4096 and v % 32 == 0,

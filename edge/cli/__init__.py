@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.mqtt",
     "edge.cli.token",
     "edge.cli.config_cmd",
+    "edge.cli.doctor",
 )
 
 

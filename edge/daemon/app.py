@@ -24,13 +24,14 @@ from edge import __version__
 from edge.api.readiness import Readiness
 from edge.camera import Frame, LatestFrameReader, NullSource, make_source
 from edge.config import Config, load_config
-from edge.daemon.notify import Notifier
+from edge.daemon.notify import BuildKeepalive, Notifier
 from edge.engine import FaceEngine
 from edge.events.publisher import Publisher
 from edge.events.schema import camera_event, identity_event, status_online
 from edge.gallery.errors import PersonNotFound
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
+from edge.inference.engine_cache import build_hook
 from edge.metrics import Metrics, Reading
 from edge.quality import reasons
 from edge.recognition import LiveMatcher
@@ -71,7 +72,9 @@ class Daemon:
         # A misspelt source or a missing clip is known without touching a camera: refuse it
         # before the slow model loading, not after. "none" in any spelling means no camera.
         source = make_source(config.camera)
-        self.engine = FaceEngine(config)
+        # A first TensorRT engine build takes minutes: systemd is told so while it runs.
+        with build_hook(BuildKeepalive(self.notifier)):
+            self.engine = FaceEngine(config)
         self.store = GalleryStore.from_config(config)
         self.live = LiveMatcher(self.store, self.engine.embedder_id, config)
         self.sweeper = ConsentSweeper(self.store)
