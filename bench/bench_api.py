@@ -253,7 +253,10 @@ def render(cmd: str, alone: list[float], rows: list[dict[str, Any]], took: float
               "`workers` running and `queue` waiting, requests get 429 with Retry-After at once "
               "instead of queueing behind the camera; that is the 429 column.",
               "- The load generator runs on the same two cores as the daemon, so throughput is "
-              "the device's under that contention, not the API's ceiling."]
+              "the device's under that contention, not the API's ceiling.",
+              "- A first run of this bench found every keep-alive answer ~45 ms late (one "
+              "client's GET /v1/persons p50 51 ms): the API's socket lacked TCP_NODELAY; fixed "
+              "in `edge/api/server.py` (`bind`), guarded by a test.",]
     return "\n".join(lines) + "\n"
 
 
