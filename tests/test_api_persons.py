@@ -209,7 +209,24 @@ def test_openapi_documents_every_route(station: ApiDaemon, path: str) -> None:
             "/v1/audit/verify", "/v1/gallery/import", "/v1/gallery/export",
             "/v1/config"} <= paths
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert json.dumps(schema).count("examples") >= 5
+
+    def example_of(body: dict) -> object:
+        ref = body.get("schema", {}).get("$ref")
+        target = schema["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else body
+        return target.get("examples") or body.get("examples") or body.get("example")
+
+    # Every JSON body in and every JSON answer out shows an example of itself.
+    missing = []
+    for route, ops in schema["paths"].items():
+        for method, op in ops.items():
+            bodies = [("request", op.get("requestBody", {}).get("content", {}))]
+            bodies += [(code, r.get("content", {})) for code, r in op["responses"].items()
+                       if code.startswith("2")]
+            for what, content in bodies:
+                json_body = content.get("application/json")
+                if json_body and json_body.get("schema") and not example_of(json_body):
+                    missing.append(f"{method.upper()} {route} {what}")
+    assert not missing, missing
 
 
 def test_invalid_input_says_where_without_echoing_it(station: ApiDaemon) -> None:

@@ -42,7 +42,7 @@ class EventFeed(BaseModel):
     model_config = {"json_schema_extra": {"examples": [{
         "events": [{"seq": 41, "event_id": "01JEB7Q3W4K8ZQ2N5V6X7Y8Z9A", "type": "recognized",
                     "time": "2026-12-04T09:30:00.123Z", "camera_id": "cam0", "track_id": 7,
-                    "person_id": "p_8f14e45fceea167a5a36dedd4bea2543", "similarity": 0.71,
+                    "person_id": "p_pgbkuke2szxhhzqn5votyurt5i", "similarity": 0.71,
                     "decision": "votes", "votes": 2, "latency_ms": 180.5}],
         "next_after": 41, "truncated": False}]}}
     events: list[EventSummary] = Field(description="oldest first")
