@@ -211,7 +211,8 @@ class Daemon:
             self.live.matcher.configure(new.matching)
             self.tracker.reconfigure(new.tracking)
             self.decider.reconfigure(new)
-            changed = [s for s in ("mqtt", "camera", "models", "inference", "storage", "device")
+            changed = [s for s in ("mqtt", "camera", "models", "inference", "storage", "device",
+                                   "api")
                        if getattr(new, s) != getattr(self.config, s)]
             if changed:
                 log.warning("reload: these sections need a restart",
