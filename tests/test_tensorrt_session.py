@@ -11,6 +11,7 @@ suite's job on a device (tests/test_backend_contract.py, ``pytest -m jetson``).
 from __future__ import annotations
 
 import importlib
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,27 @@ def test_models_build_engines_builds_both_then_finds_them_cached(
     assert len(builds) == 2
     assert main([*argv, "--force"]) == 0
     assert len(builds) == 4
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_models_build_engines_shows_progress_on_a_terminal(
+        trt_backend: ModuleType, cudart: object, models: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    monkeypatch.setattr(trt_backend, "build_engine",
+                        lambda onnx, profile, *_: (tensorrt_standin.serialize(onnx, profile), b""))
+    monkeypatch.setattr(trt_backend, "CudaRuntime", lambda: CudaRuntime(cudart))
+    config = tmp_path / "config.toml"
+    config.write_text(f'[models]\ndir = "{models["detector"].parent}"\n'
+                      f'[inference]\nengine_dir = "{tmp_path / "engines"}"\n')
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["--config", str(config), "models", "build-engines"]) == 0
+    assert "build engines" in terminal.getvalue() and "2/2" in terminal.getvalue()
+    out = capsys.readouterr().out
+    assert out.count("ok ") == 2 and "build engines" not in out  # the bar stays off stdout

@@ -92,10 +92,12 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
     (or by hand) after an install or a JetPack upgrade keeps the daemon's start short."""
     import time
 
+    from edge.cli.progress import progress_bar
     from edge.errors import BackendError
     from edge.inference.backend import engine_dir, load_backend
     from edge.inference.engine_cache import detector_profile, embedder_profile
     from edge.models import resolve_prepared
+    from edge.progress import report
 
     backend = args.backend or (config.inference.backend if config.inference.backend in (
         "tensorrt", "onnxruntime-gpu") else "tensorrt")
@@ -111,13 +113,18 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
         for old in [*stale, *(cache_dir / "ort-trt").glob("*")]:
             old.unlink(missing_ok=True)
     rows = []
-    for role, (spec, path) in models.items():
-        profile = (detector_profile(spec.input_name, config.detection.input_size)
-                   if role == "detector" else embedder_profile(spec.input_name))
-        t0 = time.monotonic()
-        load_backend(backend, path, config.inference, profile=profile)
-        rows.append({"role": role, "model": spec.id, "backend": backend,
-                     "seconds": round(time.monotonic() - t0, 1), "engine_dir": str(cache_dir)})
+    # A build is minutes per model on a Jetson: a bar (on a terminal only) shows how far it got.
+    with progress_bar("build engines", "engine", enabled=not args.json) as bar:
+        report(bar, 0, len(models))
+        for role, (spec, path) in models.items():
+            profile = (detector_profile(spec.input_name, config.detection.input_size)
+                       if role == "detector" else embedder_profile(spec.input_name))
+            t0 = time.monotonic()
+            load_backend(backend, path, config.inference, profile=profile)
+            rows.append({"role": role, "model": spec.id, "backend": backend,
+                         "seconds": round(time.monotonic() - t0, 1),
+                         "engine_dir": str(cache_dir)})
+            report(bar, len(rows), len(models))
     for row in rows:
         if args.json:
             print(json.dumps(row))
