@@ -5,15 +5,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# System packages the demo and the tests use (a real broker; systemd-analyze; an aarch64 cross
-# compiler and qemu, to build and run the matcher's Jetson kernel); installed when missing.
+# System packages the demo and the tests use (a real broker; systemd-analyze; a headless browser
+# for the operator page; an aarch64 cross compiler and qemu, to build and run the matcher's Jetson
+# kernel); installed when missing.
 DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
-TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd \
+TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd chromium \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user $(E2E_DEB_PACKAGES)
 # The end-to-end test (tests/test_e2e_fleet.py): a debootstrapped Debian booted by systemd-nspawn,
 # configured over SSH by the Ansible playbook.
 E2E_DEB_PACKAGES := debootstrap systemd-container openssh-client
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
+
+# TensorRT 10.x API stubs (JetPack 6.1/6.2 ship 10.3) for the type check of the TensorRT backend
+# (tests/test_tensorrt_types.py). Kept out of site-packages: the stubs-only 'tensorrt' package
+# would otherwise be importable as if TensorRT were installed.
+TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
 
 .PHONY: setup models bytecode demo test lint bench clean system-test-deps build-deps dist e2e
 
@@ -26,6 +32,8 @@ $(STAMP): pyproject.toml hatch_build.py edge/matching/_int8scan.c edge/matching/
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	EDGE_FACE_REQUIRE_NATIVE=1 $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --upgrade \
+	  --target $(VENV)/typing-stubs '$(TENSORRT_STUBS)'
 	@touch $(STAMP)
 
 # Fetch is a no-op when the verified files are cached; prepare keeps files whose sha256 matches.
@@ -42,11 +50,12 @@ bytecode: $(STAMP)
 
 # The main job: sample person enrolled with consent, a stranger, a local mosquitto, the daemon
 # on a clip made from the portraits, and the MQTT events printed as a subscriber receives them.
-# mosquitto is preferred (installed here when we are root); without it the demo starts its own
-# small embedded broker (edge/demo/broker.py), so a laptop without root still runs it.
+# mosquitto is preferred (installed here when we are root); without it the demo runs the amqtt
+# library's broker (edge/demo/fallback_broker.py), so a laptop without root still runs it. The
+# sbin folders join PATH because Debian installs mosquitto there, off a normal user's PATH.
 demo: setup
-	@-$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(DEMO_DEB_PACKAGES)" 2>/dev/null || echo "mosquitto unavailable: the demo uses its embedded broker"
-	$(BIN)/python -m edge.demo.run
+	@-$(MAKE) --no-print-directory system-test-deps DEB_PACKAGES="$(DEMO_DEB_PACKAGES)" 2>/dev/null || echo "mosquitto unavailable: the demo uses the amqtt library's broker"
+	PATH="$$PATH:/usr/sbin:/usr/local/sbin" $(BIN)/python -m edge.demo.run
 
 build-deps:
 	@if [ -z "$$CC" ] && ! command -v cc >/dev/null && ! command -v gcc >/dev/null; then \

@@ -66,6 +66,11 @@ class InferenceConfig:
     threads: int = 0
     # Keep graphs optimised for this runtime and CPU in <models dir>/compiled (faster start).
     cache: bool = True
+    # GPU backends (tensorrt, onnxruntime-gpu): engine precision, the builder's workspace limit,
+    # and where built engines live ("" = <models dir>/engines).
+    precision: Literal["fp16", "fp32"] = "fp16"
+    workspace_mb: int = 1024
+    engine_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,9 @@ class MqttConfig:
     qos: int = 1
     keepalive: int = 30
     topic_prefix: str = "edge-face"
+    # Home Assistant MQTT discovery: retained entity configs under <discovery_prefix>/ on connect.
+    discovery: bool = False
+    discovery_prefix: str = "homeassistant"
 
 
 @dataclass(frozen=True)
@@ -230,6 +238,7 @@ class Config:
 # Range checks that a type alone cannot express: (section, key) -> (predicate, description).
 _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("inference", "threads"): (lambda v: 0 <= v <= 256, "between 0 and 256"),
+    ("inference", "workspace_mb"): (lambda v: 16 <= v <= 65536, "between 16 and 65536 MiB"),
     ("detection", "score_threshold"): (lambda v: 0.0 < v < 1.0, "between 0 and 1"),
     ("detection", "nms_threshold"): (lambda v: 0.0 < v < 1.0, "between 0 and 1"),
     ("detection", "input_size"): (lambda v: 64 <= v <= 4096 and v % 32 == 0,
@@ -243,6 +252,9 @@ _CHECKS: dict[tuple[str, str], tuple[typing.Callable[[Any], bool], str]] = {
     ("mqtt", "port"): (lambda v: 1 <= v <= 65535, "a TCP port (1-65535)"),
     ("mqtt", "qos"): (lambda v: v in (0, 1, 2), "0, 1 or 2"),
     ("mqtt", "keepalive"): (lambda v: 5 <= v <= 3600, "between 5 and 3600 seconds"),
+    ("mqtt", "discovery_prefix"): (
+        lambda v: all(p and p == p.strip() and not set(p) & set("+#\x00") for p in v.split("/")),
+        "an MQTT topic prefix (non-empty '/'-separated parts without '+', '#' or spaces around)"),
     ("api", "port"): (lambda v: 0 <= v <= 65535, "a TCP port (0-65535)"),
     ("api", "max_upload_bytes"): (lambda v: 1024 <= v <= 1024 ** 3, "between 1 KiB and 1 GiB"),
     ("api", "max_bundle_bytes"): (lambda v: 1024 <= v <= 2 * 1024 ** 3,

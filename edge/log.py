@@ -32,6 +32,7 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message", "asctime", "taskName",
+    "color_message",  # uvicorn's copy of msg with ANSI colours: noise in a journal
 }
 _MARK = "_edge_face_handler"
 

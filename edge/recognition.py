@@ -20,10 +20,12 @@ import numpy as np
 from edge.config import Config
 from edge.engine import FaceEngine, Source
 from edge.errors import EdgeError, ImageError
-from edge.gallery.records import NewTemplate
+from edge.gallery.errors import ConsentError
+from edge.gallery.records import ACTIVE, NewTemplate
 from edge.gallery.store import GalleryStore
 from edge.matching import Matcher
 from edge.matching.errors import TemplateIdError
+from edge.progress import Progress, report
 from edge.quality import reasons
 
 log = logging.getLogger(__name__)
@@ -131,26 +133,36 @@ class Recognizer:
         return face.embedding, face.quality
 
     def enroll(self, person_id: str, paths: list[str], *, force: bool = False,
-               actor: str = "cli") -> dict[str, Any]:
+               actor: str = "cli", progress: Progress | None = None) -> dict[str, Any]:
         """Add templates from photo files; each must hold exactly one usable face."""
-        return self.enroll_images(person_id, [(p, p) for p in paths], force=force, actor=actor)
+        return self.enroll_images(person_id, [(p, p) for p in paths], force=force, actor=actor,
+                                  progress=progress)
 
     def enroll_images(self, person_id: str, images: Sequence[tuple[str, Source]], *,
-                      force: bool = False, actor: str = "cli") -> dict[str, Any]:
+                      force: bool = False, actor: str = "cli",
+                      progress: Progress | None = None) -> dict[str, Any]:
         """Add templates from ``(name, path or bytes)`` photos, all in one transaction.
 
         The answer has one entry per photo in ``results`` (accepted with its quality, or the
         reason it was refused); ``rejected`` repeats the refusals in the CLI's older shape.
+        ``progress(done, total)`` is told after each photo.
         """
-        self.store.get_person(person_id)  # PersonNotFound before any work
+        # Refuse before any photo is analysed: no such person, or no consent valid now (the
+        # store checks the consent again when it writes, in the same transaction).
+        person = self.store.get_person(person_id)
+        if person.consent != ACTIVE:
+            raise ConsentError(f"person {person_id} has no valid consent ({person.consent}); "
+                               "record a new consent before adding templates")
         self.live.refresh()
         results: list[dict[str, Any]] = []
         warnings: list[str] = []
         accepted: list[tuple[int, np.ndarray, dict[str, float]]] = []
+        report(progress, 0, len(images))
         for name, source in images:
             got = self._usable_face(source)
             entry: dict[str, Any] = {"path": name, "accepted": False}
             results.append(entry)
+            report(progress, len(results), len(images))
             if isinstance(got, Refusal):
                 entry["reason"] = got.reason
                 if got.quality is not None:

@@ -25,6 +25,7 @@ from edge.gallery.records import ConsentInput
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
 from edge.gallery.times import Clock
+from edge.progress import Progress
 
 
 class GalleryService:
@@ -134,12 +135,13 @@ class GalleryService:
 
     def import_bundle(self, path: Path, *, actor: str, force: bool = False,
                       trusted_keys_dir: Path | None = None,
-                      fleet_key_file: Path | None = None) -> dict[str, Any]:
+                      fleet_key_file: Path | None = None,
+                      progress: Progress | None = None) -> dict[str, Any]:
         storage = self.config.storage
         return bundle.import_bundle(self.store, Path(path),
                                     trusted_keys_dir=trusted_keys_dir or storage.trusted_keys_dir,
                                     fleet_key_file=fleet_key_file or storage.fleet_key_file,
-                                    force=force, actor=actor)
+                                    force=force, actor=actor, progress=progress)
 
     def export_bundle_bytes(self, *, actor: str) -> tuple[bytes, dict[str, Any]]:
         """A signed bundle of the whole gallery as bytes (for the API's download).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
@@ -209,4 +208,46 @@ def test_openapi_documents_every_route(station: ApiDaemon, path: str) -> None:
             "/v1/audit/verify", "/v1/gallery/import", "/v1/gallery/export",
             "/v1/config"} <= paths
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert json.dumps(schema).count("examples") >= 5
+
+    def example_of(body: dict) -> object:
+        ref = body.get("schema", {}).get("$ref")
+        target = schema["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else body
+        return target.get("examples") or body.get("examples") or body.get("example")
+
+    # Every JSON body in and every JSON answer out shows an example of itself.
+    missing = []
+    for route, ops in schema["paths"].items():
+        for method, op in ops.items():
+            bodies = [("request", op.get("requestBody", {}).get("content", {}))]
+            bodies += [(code, r.get("content", {})) for code, r in op["responses"].items()
+                       if code.startswith("2")]
+            for what, content in bodies:
+                json_body = content.get("application/json")
+                if json_body and json_body.get("schema") and not example_of(json_body):
+                    missing.append(f"{method.upper()} {route} {what}")
+    assert not missing, missing
+
+
+def test_invalid_input_says_where_without_echoing_it(station: ApiDaemon) -> None:
+    secret = "Ms Confidential " + "q" * 200  # too long a label: refused, and not repeated back
+    with station.admin() as api:
+        r = api.post("/v1/persons", json={"label": secret, "consent": consent(
+            purpose=None)})
+    assert r.status_code == 422 and "Confidential" not in r.text
+    body = r.json()
+    assert {tuple(e["loc"]) for e in body["errors"]} >= {("body", "consent", "purpose")}
+    assert "consent purpose" in body["detail"] or "purpose" in body["detail"]
+
+
+def test_the_list_says_when_each_consent_ends(station: ApiDaemon) -> None:
+    with station.admin() as api:
+        ends = new_person(api, "Ends")
+        r = api.post("/v1/persons", json={"label": "Dated", "consent": consent(
+            expires_at="2099-05-01T12:00:00Z")})
+        dated = r.json()["id"]
+        gone = new_person(api, "Gone")
+        api.post(f"/v1/persons/{gone}/consents/withdraw")
+        rows = {p["id"]: p for p in api.get("/v1/persons", params={"limit": 500}).json()["persons"]}
+    assert rows[ends]["consent_expires_at"] is None and rows[ends]["consent"] == "active"
+    assert rows[dated]["consent_expires_at"] == "2099-05-01T12:00:00.000000Z"
+    assert rows[gone]["consent"] == "withdrawn" and rows[gone]["consent_expires_at"] is None

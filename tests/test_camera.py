@@ -495,16 +495,20 @@ class FakeVideoSource:
     def Close(self) -> None:
         self.closed = True
 
+    formats: ClassVar[tuple[str, ...]] = ("rgb8", "bgr8")
+
     def Capture(self, format: str = "rgb8",
                 timeout: int = 1000) -> np.ndarray | None:
-        assert format == "rgb8"
+        self.asked = [*getattr(self, "asked", []), format]
+        if format not in self.formats:
+            raise Exception(f"videoSource.Capture() -- unsupported image format '{format}'")
         if self.frames == 0:
             self.streaming = False
             raise Exception("videoSource failed to capture image")  # what jetson_utils raises
         self.frames -= 1
-        rgb = np.zeros((4, 6, 3), np.uint8)
-        rgb[..., 0] = 200  # red in RGB order
-        return rgb
+        image = np.zeros((4, 6, 3), np.uint8)
+        image[..., 0 if format == "rgb8" else 2] = 200  # red, in the order asked for
+        return image
 
     def GetWidth(self) -> int:
         return 6
@@ -559,6 +563,21 @@ def test_csi_camera_through_jetson_utils(fake_jetson: types.ModuleType) -> None:
         source.read()  # a live camera that stops is lost, not ended
     source.close()
     assert made.closed
+
+
+def test_jetson_frames_come_as_bgr8_or_fall_back_to_rgb8(fake_jetson: types.ModuleType,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    source = make_source(CameraConfig(source="csi://0"))
+    source.open()
+    frame = source.read()
+    assert frame is not None and tuple(frame.pixels[0, 0]) == (0, 0, 200)
+    assert FakeVideoSource.created[-1].asked == ["bgr8"]  # converted on the GPU, one copy
+    monkeypatch.setattr(FakeVideoSource, "formats", ("rgb8",))  # an older jetson-utils
+    older = make_source(CameraConfig(source="csi://0"))
+    older.open()
+    frames = [older.read(), older.read()]
+    assert all(f is not None and tuple(f.pixels[0, 0]) == (0, 0, 200) for f in frames)
+    assert FakeVideoSource.created[-1].asked == ["bgr8", "rgb8", "rgb8"]
 
 
 def test_jetson_preferred_for_v4l2_and_rtsp_when_importable(fake_jetson: types.ModuleType,

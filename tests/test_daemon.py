@@ -75,19 +75,26 @@ def _run_daemon(env: dict[str, str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
-    env, person, broker = door
+def _clip_events(env: dict[str, str], broker: Broker,
+                 want: int = 2) -> tuple[subprocess.CompletedProcess, Subscriber]:
+    """Run the daemon over the clip; its process and the subscriber that saw its messages."""
+    import time
+
     sub = Subscriber(broker)
     try:
         proc = _run_daemon(env)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        import time
-
         deadline = time.monotonic() + 10
-        while len(sub.events()) < 2 and time.monotonic() < deadline:
+        while len(sub.events()) < want and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         sub.close()
+    return proc, sub
+
+
+def test_clip_gives_one_recognized_then_one_unknown(door) -> None:
+    env, person, broker = door
+    proc, sub = _clip_events(env, broker)
     schema = json.loads((ROOT / "docs" / "events.schema.json").read_text())
     events = sub.events()
     assert [e["type"] for e in events] == ["recognized", "unknown"]
@@ -127,3 +134,23 @@ def test_broker_down_at_start_loses_nothing(door, broker_factory) -> None:  # no
     finally:
         sub.close()
     assert [e["type"] for e in sub.events()] == ["recognized", "unknown"]
+
+
+def test_include_label_with_an_unlabelled_person_sends_no_label(door, fixture_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """A person may have no label; with include_label on, the event simply has none."""
+    env, _labelled, broker = door
+    env = dict(env, EDGE_FACE_EVENTS__INCLUDE_LABEL="true",
+               EDGE_FACE_STORAGE__DATA_DIR=str(tmp_path / "data2"))
+
+    def cli(*args: str) -> dict:
+        out = subprocess.run([sys.executable, "-m", "edge.cli", *args, "--json"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    person = cli("person", "add", "--consent-by", "B", "--purpose", "door")["id"]
+    cli("enroll", person, str(fixture_dir / "obama.jpg"))
+    _proc, sub = _clip_events(env, broker)
+    recognized = [e for e in sub.events() if e["type"] == "recognized"]
+    assert recognized and recognized[0]["person_id"] == person and "label" not in recognized[0]

@@ -63,9 +63,10 @@ def test_person_lifecycle_json_shapes(capsys: pytest.CaptureFixture[str], cfg: P
     assert list(listed) == ["persons"]
     (row,) = listed["persons"]
     assert set(row) == {"id", "label", "created_at", "updated_at", "origin", "consent",
-                        "templates"}
+                        "templates", "consent_expires_at"}
     assert (row["id"], row["label"], row["consent"], row["templates"]) == (
         pid, "Ann Example", "active", 0)
+    assert row["consent_expires_at"] is not None  # this person's consent has an end
 
     shown = run_json(capsys, cfg, "person", "show", pid)
     assert set(shown) == {"id", "label", "created_at", "updated_at", "origin", "consent",

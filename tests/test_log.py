@@ -123,3 +123,14 @@ def test_setup_twice_replaces_its_own_handler() -> None:
     setup_logging(LoggingConfig(format="json"), stream=second)
     logging.getLogger("edge.test").warning("once")
     assert first.getvalue() == "" and len(_lines(second)) == 1
+
+
+def test_uvicorns_coloured_copy_of_the_message_is_dropped() -> None:
+    buf = io.StringIO()
+    setup_logging(LoggingConfig(format="json"), stream=buf)
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42,
+        extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
+    (line,) = _lines(buf)
+    assert line["msg"] == "Started server process [42]" and "color_message" not in line
+    assert "\x1b" not in buf.getvalue() and "\\u001b" not in buf.getvalue()

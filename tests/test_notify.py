@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.daemon.notify import Notifier, NotifyError
+from edge.daemon.notify import BuildKeepalive, Notifier, NotifyError
+from edge.inference.engine_cache import EngineCache, EngineKey, build_hook, get_or_build
 
 
 @pytest.fixture
@@ -104,3 +105,50 @@ def test_bad_environment_is_named(env: dict[str, str], match: str) -> None:
 def test_extend_timeout_rejects_nonsense(path_socket: tuple[socket.socket, str]) -> None:
     with pytest.raises(NotifyError, match="positive"):
         Notifier({"NOTIFY_SOCKET": path_socket[1]}).extend_timeout(0)
+
+
+# -- EXTEND_TIMEOUT_USEC while an engine build runs (the TensorRT build itself needs a GPU: a
+# function that waits for the keepalive's datagrams stands in for it) -------------------------
+
+def _build_key() -> EngineKey:
+    return EngineKey(model="yunet", onnx_sha256="ab" * 32, tensorrt="10.3.0.30", gpu="Orin",
+                     compute_capability="8.7", precision="fp16")
+
+
+def test_a_build_extends_the_start_timeout_and_pets_the_watchdog(
+        path_socket: tuple[socket.socket, str], tmp_path: Path) -> None:
+    sock, path = path_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000",
+                         "WATCHDOG_PID": str(os.getpid())})
+    keepalive = BuildKeepalive(notifier, extend_s=60.0, period_s=0.05)
+    seen: list[str] = []
+
+    def build() -> bytes:
+        while seen.count("EXTEND_TIMEOUT_USEC=60000000") < 2:
+            seen.append(sock.recv(4096).decode())
+        return b"engine"
+
+    with build_hook(keepalive):
+        get_or_build(EngineCache(tmp_path), _build_key(), build, lambda d: d)
+    assert "WATCHDOG=1" in seen
+    assert keepalive.sent >= 2 and keepalive._thread is None  # stopped with the build
+
+
+def test_no_keepalive_without_a_build(path_socket: tuple[socket.socket, str],
+                                      tmp_path: Path) -> None:
+    sock, path = path_socket
+    cache = EngineCache(tmp_path)
+    cache.store(_build_key(), b"cached")
+    keepalive = BuildKeepalive(Notifier({"NOTIFY_SOCKET": path}), extend_s=60.0,
+                               period_s=0.05)
+    with build_hook(keepalive):
+        assert get_or_build(cache, _build_key(), lambda: b"x", lambda d: d) == (b"cached", False)
+    assert keepalive.sent == 0
+    sock.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        sock.recv(4096)
+
+
+def test_keepalive_arguments_are_checked() -> None:
+    with pytest.raises(ValueError):
+        BuildKeepalive(Notifier({}), extend_s=10.0, period_s=10.0)

@@ -16,7 +16,7 @@ from edge.api.access_log import AccessLog
 from edge.api.auth import FailureLimiter
 from edge.api.context import ApiContext
 from edge.api.limits import BodyLimit
-from edge.api.routes import audit, faces, gallery, health, identify, persons, settings
+from edge.api.routes import audit, events, faces, gallery, health, identify, persons, settings, ui
 from edge.api.schemas import Problem
 from edge.api.tokens import TokenStore
 
@@ -29,6 +29,8 @@ memory for the request only; no image or template ever appears in an answer or a
 
 #: Refusals any authenticated route can give.
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a body that cannot be read (not UTF-8, a bad "
+          "Content-Length)"},
     401: {"model": Problem, "description": "no token, or not a token of this device"},
     403: {"model": Problem, "description": "a read token on a route that changes something"},
     413: {"model": Problem, "description": "request body over the limit"},
@@ -48,7 +50,8 @@ def create_app(ctx: ApiContext, tokens: TokenStore) -> FastAPI:
     app.state.auth_limiter = FailureLimiter(api.auth_failures_per_minute)
     errors.install(app)
     app.include_router(health.router)
-    for module in (persons, faces, identify, audit, gallery, settings):
+    app.include_router(ui.router)
+    for module in (persons, faces, identify, audit, gallery, settings, events):
         app.include_router(module.router, responses=AUTH_RESPONSES)
     app.add_middleware(BodyLimit, default=api.max_upload_bytes,
                        per_path={"/v1/gallery/import": api.max_bundle_bytes})

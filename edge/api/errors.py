@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from edge.api.tokens import TokenError
@@ -28,6 +29,9 @@ from edge.recognition import DuplicatePersonError
 from edge.workpool import PoolBusy
 
 log = logging.getLogger(__name__)
+
+#: Field errors listed in one 422 answer; a body with thousands of wrong fields gets the first.
+MAX_FIELD_ERRORS = 20
 
 # First match wins: subclasses before their bases.
 STATUS_BY_ERROR: tuple[tuple[type[EdgeError], int], ...] = (
@@ -83,6 +87,17 @@ def install(app: FastAPI) -> None:
                       if isinstance(exc, TokenError) else "internal error; see the device's log")
             return JSONResponse({"detail": detail}, 500)
         return JSONResponse({"detail": str(exc)}, status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_input(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer echoes each rejected value ("input"): that can be a label or
+        # a consent note. Say where and why, in the one error shape every route documents.
+        errors = [{"loc": [str(x) if not isinstance(x, int) else x for x in e.get("loc", ())],
+                   "msg": str(e.get("msg", "invalid")), "type": str(e.get("type", "invalid"))}
+                  for e in exc.errors()][:MAX_FIELD_ERRORS]
+        detail = "; ".join(f"{' '.join(map(str, e['loc'])) or 'request'}: {e['msg']}"
+                           for e in errors[:3])
+        return JSONResponse({"detail": detail or "invalid input", "errors": errors}, 422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

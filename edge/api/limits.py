@@ -4,6 +4,12 @@ Why an ASGI wrapper and not a check in each route: a body that is too big must c
 nothing but the bytes already received. A ``Content-Length`` over the limit is answered 413
 before one byte is read; a body that turns out bigger (chunked, or a lying header) is cut off
 the moment it crosses the limit, wherever in the app it was being read.
+
+A body only a little over the limit (up to as much again) is read to its end and thrown away
+before the 413 goes out: a client that sends its whole body before it reads the answer (most
+HTTP libraries) would otherwise see its connection reset instead of the reason. A body bigger
+than that is not worth the bandwidth; its connection is closed. Clients that send
+``Expect: 100-continue`` (curl, for large bodies) get the 413 before they send anything.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ class BodyLimit:
                 await _refuse(send, 400, "Content-Length is not a number of bytes")
                 return
             if length > limit:
+                expects = any(n == b"expect" for n, _ in scope["headers"])
+                if not expects and length <= 2 * limit:
+                    await _drain(receive, limit)
                 await _refuse(send, 413, f"request body is over the limit of {limit} bytes",
                               close=True)
                 return
@@ -59,10 +68,23 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    if message.get("more_body", False):
+                        await _drain(receive, limit)
                     raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop up to ``budget`` more bytes of the body, so the answer can be read."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _refuse(send: Send, status: int, detail: str, close: bool = False) -> None:

@@ -61,7 +61,8 @@ class _Collector:
         if name != self.field:
             raise ApiError(422, f"unknown form field {name!r}; send the files as {self.field!r}")
         if len(self.uploads) >= self.max_files:
-            raise ApiError(413, f"at most {self.max_files} files per request")
+            files = "file" if self.max_files == 1 else "files"
+            raise ApiError(413, f"at most {self.max_files} {files} per request")
         raw = params.get(b"filename", b"").decode("utf-8", "replace")
         # Only the base name, printable: it appears in answers and as a template's source.
         base = raw.replace("\\", "/").rsplit("/", 1)[-1]

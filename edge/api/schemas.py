@@ -13,10 +13,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PERSON_ID = "p_8f14e45fceea167a5a36dedd4bea2543"
-TEMPLATE_ID = "t_c9f0f895fb98ab9159f51fd0297e236d"
-CONSENT_ID = "c_45c48cce2e2d7fbdea1afc51c7c6ad26"
+PERSON_ID = "p_pgbkuke2szxhhzqn5votyurt5i"
+TEMPLATE_ID = "t_rpxu7lyefgz23643c3gvhh2fvq"
+CONSENT_ID = "c_2mc5hvya2suhgnouu6zvlikaea"
 WHEN = "2026-12-04T09:30:00.000000Z"
+HASH = "92bb4ed2aade1770eda9cd69b35f57527eca3b408b62ecaebabdbabb3220a667"
+
+
+def examples(*bodies: dict[str, Any], strict: bool = False) -> ConfigDict:
+    """A model config carrying OpenAPI examples (and, for request bodies, no extra fields)."""
+    config = ConfigDict(json_schema_extra={"examples": list(bodies)})
+    if strict:
+        config["extra"] = "forbid"
+    return config
 
 
 class Strict(BaseModel):
@@ -26,6 +35,9 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------------------- requests
 
 class ConsentIn(Strict):
+    model_config = examples({"given_by": "Ada Lovelace", "purpose": "front door access",
+                             "expires_at": "2027-12-31T23:59:00Z",
+                             "evidence": "form 2026-118"}, strict=True)
     given_by: str = Field(min_length=1, max_length=500,
                           description="who gave the consent (the person, a guardian, ...)")
     purpose: str = Field(min_length=1, max_length=500, description="what it is for")
@@ -53,16 +65,34 @@ class PersonPatch(Strict):
 
 # ---------------------------------------------------------------------------- responses
 
+class FieldProblem(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query or path, then the field")
+    msg: str
+    type: str
+
+
 class Problem(BaseModel):
     detail: str = Field(description="what went wrong, for a human")
-    model_config = ConfigDict(json_schema_extra={"examples": [{"detail": "unknown person id"}]})
+    errors: list[FieldProblem] | None = Field(
+        None, description="for invalid input: each field that is wrong (the value not echoed)")
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"detail": "no person p_2hq5c5vbqyd6mfsjwcvwa4uhvy"},
+        {"detail": "body consent.purpose: Field required",
+         "errors": [{"loc": ["body", "consent", "purpose"], "msg": "Field required",
+                     "type": "missing"}]}]})
 
 
 class Health(BaseModel):
+    model_config = examples({"status": "ok"})
     status: Literal["ok"]
 
 
 class Ready(BaseModel):
+    model_config = examples({"ready": True, "reasons": [],
+                              "checks": {"models": "ok", "camera": "ok", "broker": "ok"}},
+                             {"ready": False, "checks": {"models": "ok", "camera": "none",
+                                                         "broker": "not connected"},
+                              "reasons": ["broker not connected"]})
     ready: bool
     checks: dict[str, str] = Field(description="models, camera, broker: ok, none or why not")
     reasons: list[str] = Field(default_factory=list)
@@ -101,6 +131,8 @@ class _PersonBase(BaseModel):
 
 class PersonSummary(_PersonBase):
     templates: int
+    consent_expires_at: str | None = Field(
+        description="when the consent in force ends; null while active means never")
 
 
 class Person(_PersonBase):
@@ -116,6 +148,12 @@ class Person(_PersonBase):
 
 
 class PersonPage(BaseModel):
+    model_config = examples({"persons": [{"id": PERSON_ID, "label": "Ada Lovelace",
+                                           "created_at": WHEN, "updated_at": WHEN,
+                                           "origin": "local",
+                                           "consent": "active", "templates": 2,
+                                           "consent_expires_at": None}],
+                              "next_cursor": None})
     persons: list[PersonSummary]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null: end")
 
@@ -140,6 +178,8 @@ class ErasureReceipt(BaseModel):
 
 
 class TemplateReceipt(BaseModel):
+    model_config = examples({"person_id": PERSON_ID, "template_id": TEMPLATE_ID, "removed_at": WHEN,
+                              "audit_seq": 5, "audit_hash": HASH, "wal_checkpointed": True})
     person_id: str
     template_id: str
     removed_at: str
@@ -149,12 +189,15 @@ class TemplateReceipt(BaseModel):
 
 
 class ConsentWithdrawn(BaseModel):
+    model_config = examples({"person_id": PERSON_ID, "consents_withdrawn": 1,
+                             "templates_removed": 2})
     person_id: str
     consents_withdrawn: int
     templates_removed: int
 
 
 class ConsentGranted(BaseModel):
+    model_config = examples({"person_id": PERSON_ID, "consent_id": CONSENT_ID})
     person_id: str
     consent_id: str
 
@@ -172,6 +215,19 @@ class AuditEntry(BaseModel):
 
 class SubjectAccess(BaseModel):
     """Everything the device holds about one person, except the template vectors."""
+
+    model_config = examples({
+        "exported_at": WHEN, "person": {"id": PERSON_ID, "label": "Ada Lovelace",
+                                        "created_at": WHEN, "updated_at": WHEN,
+                                        "origin": "local"},
+        "consent": "active",
+        "consents": [{"id": CONSENT_ID, "given_by": "Ada Lovelace",
+                      "purpose": "front door access", "granted_at": WHEN, "expires_at": None,
+                      "withdrawn_at": None, "evidence": None}],
+        "templates": {"count": 0, "items": []},
+        "audit": [{"seq": 1, "at": WHEN, "actor": "api:desk-1", "action": "person_added",
+                   "target_id": PERSON_ID, "details": {}, "prev_hash": "0" * 64,
+                   "hash": HASH}]})
 
     class PersonRecord(BaseModel):
         id: str
@@ -241,11 +297,18 @@ class IdentifyResult(BaseModel):
 
 
 class AuditPage(BaseModel):
+    model_config = examples({"entries": [{"seq": 1, "at": WHEN, "actor": "api:desk-1",
+                                           "action": "person_added", "target_id": PERSON_ID,
+                                           "details": {"consent_id": CONSENT_ID,
+                                                       "has_label": True},
+                                           "prev_hash": "0" * 64, "hash": HASH}],
+                              "next_after": 1})
     entries: list[AuditEntry]
     next_after: int | None = Field(description="pass as ?after= for the next page; null: end")
 
 
 class AuditVerification(BaseModel):
+    model_config = examples({"ok": True, "entries": 4, "first_bad_seq": None, "reason": None})
     ok: bool
     entries: int
     first_bad_seq: int | None = None
@@ -253,6 +316,10 @@ class AuditVerification(BaseModel):
 
 
 class BundleImport(BaseModel):
+    model_config = examples({"bundle_id": "b_7rkqzjv4bqlyd5xwq2ekt6hp3m", "created_at": WHEN,
+                              "status": "imported", "persons_added": 1, "persons_updated": 0,
+                              "persons_removed": 0, "templates_added": 2,
+                              "templates_removed": 0, "templates_skipped_no_consent": 0})
     bundle_id: str
     created_at: str
     status: Literal["imported", "already-imported"]
@@ -265,5 +332,8 @@ class BundleImport(BaseModel):
 
 
 class EffectiveConfig(BaseModel):
+    model_config = examples({"source": "/etc/edge-face/config.toml",
+                              "sections": {"api": {"enabled": True, "host": "127.0.0.1",
+                                                   "port": 8471}}})
     source: str = Field(description="the file the values came from, or defaults")
     sections: dict[str, dict[str, Any]] = Field(description="every section; secrets as ***")

@@ -33,6 +33,8 @@ JETSON_OPTION_FLAGS: dict[str, str] = {
 JETSON_CODECS = frozenset({"h264", "h265", "vp8", "vp9", "mpeg2", "mpeg4", "mjpeg"})
 JETSON_FLIPS = frozenset({"none", "counterclockwise", "rotate-180", "clockwise", "horizontal",
                           "vertical", "upper-right-diagonal", "upper-left-diagonal"})
+#: What ``Capture`` is asked for, in order of preference (see ``JetsonSource``).
+CAPTURE_FORMATS = ("bgr8", "rgb8")
 #: How long one ``read()`` waits for a frame before the camera counts as lost.
 READ_TIMEOUT_S = 5.0
 _CAPTURE_TIMEOUT_MS = 1000
@@ -97,8 +99,10 @@ def jetson_argv(*, width: int = 0, height: int = 0, fps: float = 0.0, loop: bool
 class JetsonSource(SourceGeometry):
     """Frames from ``jetson_utils.videoSource``, copied out of CUDA memory as BGR numpy arrays.
 
-    videoSource reuses a small ring of buffers, so each frame is copied (the RGB->BGR conversion
-    does that anyway) before the next ``Capture`` can overwrite it.
+    videoSource converts the camera's NV12 on the GPU into the format ``Capture`` asks for, so
+    it is asked for ``bgr8``, the pipeline's own order: the one copy left is the one out of its
+    ring of buffers, which the next ``Capture`` overwrites. A jetson-utils release that refuses
+    ``bgr8`` gets ``rgb8`` instead, and the RGB->BGR conversion makes that copy.
     """
 
     kind = "jetson"
@@ -116,6 +120,7 @@ class JetsonSource(SourceGeometry):
         self.argv = jetson_argv(width=width, height=height, fps=fps, loop=loop and not self.live,
                                 options=options)
         self._name = redact or uri
+        self._format = CAPTURE_FORMATS[0]
         self._src: Any = None
         self._fps = fps
         self._size = (width, height)
@@ -143,8 +148,13 @@ class JetsonSource(SourceGeometry):
         deadline = time.monotonic() + READ_TIMEOUT_S
         while True:
             try:
-                image = self._src.Capture(format="rgb8", timeout=_CAPTURE_TIMEOUT_MS)
-            except Exception:
+                image = self._src.Capture(format=self._format, timeout=_CAPTURE_TIMEOUT_MS)
+            except Exception as exc:
+                if self._format != "rgb8" and "format" in str(exc).lower():
+                    log.info("videoSource refuses bgr8; capturing rgb8 and converting",
+                             extra={"camera": self._name, "error": str(exc)})
+                    self._format = "rgb8"
+                    continue
                 # Older releases raise on a timeout too; only a stopped stream is an end.
                 if not self._src.IsStreaming():
                     if self.live:
@@ -156,8 +166,10 @@ class JetsonSource(SourceGeometry):
             if time.monotonic() > deadline:
                 raise CameraUnavailable(f"camera {self._name}: no frame for {READ_TIMEOUT_S:g} s")
         self._ju.cudaDeviceSynchronize()
-        rgb = np.asarray(self._ju.cudaToNumpy(image))
-        frame = Frame(pixels=cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), index=self._index,
+        mapped = np.asarray(self._ju.cudaToNumpy(image))  # a view of the ring buffer
+        pixels = (np.array(mapped, copy=True) if self._format == "bgr8"
+                  else cv2.cvtColor(mapped, cv2.COLOR_RGB2BGR))
+        frame = Frame(pixels=pixels, index=self._index,
                       t_capture=time.monotonic(), t_wall=time.time())
         self._index += 1
         return frame

@@ -23,8 +23,10 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "edge.cli.gallery",
     "edge.cli.recognize",
     "edge.cli.run",
+    "edge.cli.mqtt",
     "edge.cli.token",
     "edge.cli.config_cmd",
+    "edge.cli.doctor",
 )
 
 

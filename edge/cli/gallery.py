@@ -190,8 +190,12 @@ def _gallery_export(args: argparse.Namespace, svc: GalleryService) -> int:
 
 
 def _gallery_import(args: argparse.Namespace, svc: GalleryService) -> int:
-    data = svc.import_bundle(args.path, actor=_actor(), force=args.force,
-                             trusted_keys_dir=args.trusted_keys, fleet_key_file=args.fleet_key)
+    from edge.cli.progress import progress_bar
+
+    with progress_bar("import", "person", enabled=not args.json) as bar:
+        data = svc.import_bundle(args.path, actor=_actor(), force=args.force,
+                                 trusted_keys_dir=args.trusted_keys,
+                                 fleet_key_file=args.fleet_key, progress=bar)
     _emit(args, data, lambda: (
         f"bundle {data['bundle_id']}: {data['status']}; persons +{data['persons_added']} "
         f"~{data['persons_updated']} -{data['persons_removed']}, templates "

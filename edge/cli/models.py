@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     status = msub.add_parser("status", help="show which model files are present and valid")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=_status)
+    build = msub.add_parser("build-engines",
+                            help="build and cache the GPU engines now, not at the first start")
+    build.add_argument("--backend", choices=("tensorrt", "onnxruntime-gpu"),
+                       help="default: [inference] backend, or tensorrt when that is auto")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--json", action="store_true", help="machine-readable output")
+    build.set_defaults(func=_build_engines)
 
 
 def _fetch(args: argparse.Namespace, config: Config) -> int:
@@ -43,9 +50,12 @@ def _fetch(args: argparse.Namespace, config: Config) -> int:
 
 
 def _prepare(args: argparse.Namespace, config: Config) -> int:
+    from edge.cli.progress import progress_bar
     from edge.models.prepare import prepare_models
 
-    out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify)
+    with progress_bar("prepare models", "step") as bar:
+        out = prepare_models(load_manifest(), config.models.dir, args.force, not args.no_verify,
+                             progress=bar)
     for role, path in out.items():
         print(f"ok {role} {path}")
     return 0
@@ -75,3 +85,49 @@ def _status(args: argparse.Namespace, config: Config) -> int:
             state = "ready" if r["prepared_ok"] else ("fetched" if r["source_ok"] else "missing")
             print(f"{r['role']:<9} {r['id']:<15} {r['licence']:<11} {state}")
     return 0 if all(r["prepared_ok"] for r in rows) else 1
+
+
+def _build_engines(args: argparse.Namespace, config: Config) -> int:
+    """Why ahead of time: a TensorRT build takes minutes on a Jetson; doing it from Ansible
+    (or by hand) after an install or a JetPack upgrade keeps the daemon's start short."""
+    import time
+
+    from edge.cli.progress import progress_bar
+    from edge.errors import BackendError
+    from edge.inference.backend import engine_dir, load_backend
+    from edge.inference.engine_cache import detector_profile, embedder_profile
+    from edge.models import resolve_prepared
+    from edge.progress import report
+
+    backend = args.backend or (config.inference.backend if config.inference.backend in (
+        "tensorrt", "onnxruntime-gpu") else "tensorrt")
+    if config.inference.backend == "onnxruntime-cpu" and args.backend is None:
+        raise BackendError("[inference] backend = onnxruntime-cpu builds no engines; "
+                           "pass --backend to build one anyway")
+    manifest = load_manifest()
+    cache_dir = engine_dir(config.inference, config.models.dir)
+    models = {role: resolve_prepared(config.models.dir, role, manifest)
+              for role in ("detector", "embedder")}
+    if args.force:
+        stale = [p for _, path in models.values() for p in cache_dir.glob(f"{path.stem}.*.engine*")]
+        for old in [*stale, *(cache_dir / "ort-trt").glob("*")]:
+            old.unlink(missing_ok=True)
+    rows = []
+    # A build is minutes per model on a Jetson: a bar (on a terminal only) shows how far it got.
+    with progress_bar("build engines", "engine", enabled=not args.json) as bar:
+        report(bar, 0, len(models))
+        for role, (spec, path) in models.items():
+            profile = (detector_profile(spec.input_name, config.detection.input_size)
+                       if role == "detector" else embedder_profile(spec.input_name))
+            t0 = time.monotonic()
+            load_backend(backend, path, config.inference, profile=profile)
+            rows.append({"role": role, "model": spec.id, "backend": backend,
+                         "seconds": round(time.monotonic() - t0, 1),
+                         "engine_dir": str(cache_dir)})
+            report(bar, len(rows), len(models))
+    for row in rows:
+        if args.json:
+            print(json.dumps(row))
+        else:
+            print(f"ok {row['role']} {row['backend']} {row['seconds']} s ({row['engine_dir']})")
+    return 0

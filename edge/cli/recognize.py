@@ -13,6 +13,7 @@ import json
 import sys
 
 from edge.cli.lines import report_refused
+from edge.cli.progress import progress_bar
 from edge.config import Config
 from edge.errors import ImageError
 
@@ -35,7 +36,9 @@ def _enroll(args: argparse.Namespace, config: Config) -> int:
     from edge.recognition import open_recognizer
 
     rec = open_recognizer(config)
-    out = rec.enroll(args.person_id, args.images, force=args.force, actor="cli")
+    with progress_bar("enroll", "photo", enabled=not args.json and len(args.images) > 1) as bar:
+        out = rec.enroll(args.person_id, args.images, force=args.force, actor="cli",
+                         progress=bar)
     for warning in out.pop("warnings", []):
         print(f"edge-face: warning: {warning}", file=sys.stderr)
     if args.json:

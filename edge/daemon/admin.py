@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from edge.api.app import create_app
 from edge.api.context import ApiContext
+from edge.api.routes import events
 from edge.api.server import ApiServer
 from edge.api.tokens import TokenStore
 from edge.cpus import available_cpus
@@ -47,7 +48,9 @@ class AdminApi:
         context = ApiContext(config=config, gallery=self.gallery, recognizer=recognizer,
                              pool=self.pool, metrics=daemon.metrics,
                              readiness=daemon.readiness)
-        self.server = ApiServer(create_app(context, self.tokens), config.api)
+        app = create_app(context, self.tokens)
+        events.attach(app, daemon.publisher.recent)
+        self.server = ApiServer(app, config.api)
         if not self.tokens.tokens():
             log.warning("no admin API tokens yet: only /healthz and /readyz answer; create one "
                         "with `edge-face token create --name NAME --scope admin`",

@@ -9,6 +9,7 @@ watchdog is petted from this loop, so a hung pipeline gets the process killed by
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -24,12 +25,14 @@ from edge.api.readiness import Readiness
 from edge.camera import Frame, LatestFrameReader, NullSource, make_source
 from edge.config import Config, load_config
 from edge.daemon.faults import HangSwitch
-from edge.daemon.notify import Notifier
+from edge.daemon.notify import BuildKeepalive, Notifier
 from edge.engine import FaceEngine
 from edge.events.publisher import Publisher
 from edge.events.schema import camera_event, identity_event, status_online
+from edge.gallery.errors import PersonNotFound
 from edge.gallery.store import GalleryStore
 from edge.gallery.sweeper import ConsentSweeper
+from edge.inference.engine_cache import build_hook
 from edge.metrics import Metrics, Reading
 from edge.quality import reasons
 from edge.recognition import LiveMatcher
@@ -70,7 +73,9 @@ class Daemon:
         # A misspelt source or a missing clip is known without touching a camera: refuse it
         # before the slow model loading, not after. "none" in any spelling means no camera.
         source = make_source(config.camera)
-        self.engine = FaceEngine(config)
+        # A first TensorRT engine build takes minutes: systemd is told so while it runs.
+        with build_hook(BuildKeepalive(self.notifier)):
+            self.engine = FaceEngine(config)
         self.store = GalleryStore.from_config(config)
         self.live = LiveMatcher(self.store, self.engine.embedder_id, config)
         self.sweeper = ConsentSweeper(self.store)
@@ -209,7 +214,8 @@ class Daemon:
             self.live.matcher.configure(new.matching)
             self.tracker.reconfigure(new.tracking)
             self.decider.reconfigure(new)
-            changed = [s for s in ("mqtt", "camera", "models", "inference", "storage", "device")
+            changed = [s for s in ("mqtt", "camera", "models", "inference", "storage", "device",
+                                   "api")
                        if getattr(new, s) != getattr(self.config, s)]
             if changed:
                 log.warning("reload: these sections need a restart",
@@ -347,7 +353,10 @@ class Daemon:
         latency_ms = max(0.0, (end - decision.first_seen_monotonic) * 1000.0)
         label = None
         if decision.decision == "recognized" and self.config.events.include_label:
-            label = self.store.get_person(decision.person_id).label
+            # A person may have no label, or be deleted between the match and now: the event
+            # then goes out without one (it used to stop the daemon).
+            with contextlib.suppress(PersonNotFound):
+                label = self.store.get_person(decision.person_id).label
         payload = identity_event(
             "recognized" if decision.decision == "recognized" else "unknown",
             device_id=self.config.device.id, camera_id=self.config.camera.id,
@@ -356,7 +365,7 @@ class Daemon:
             similarity=decision.similarity,
             decision=decision.reason,
             votes=decision.votes, latency_ms=latency_ms, label=label,
-            include_label=self.config.events.include_label)
+            include_label=self.config.events.include_label and label is not None)
         self.publisher.publish_event(payload)
         self.counters.events += 1
         self.counters.decisions[payload["type"]] = self.counters.decisions.get(

@@ -150,6 +150,58 @@ class Notifier:
                 self._sock = None
 
 
+class BuildKeepalive:
+    """While an engine build runs, keep asking systemd for more start-up time.
+
+    Why: a first TensorRT build takes minutes on a Jetson, longer than any sensible
+    ``TimeoutStartSec``, and the daemon cannot send READY before its models are loaded. So for
+    as long as a build runs, a thread sends ``EXTEND_TIMEOUT_USEC`` (``extend_s`` each time,
+    every ``period_s``) and, when a watchdog is set, ``WATCHDOG=1``: the main loop that normally
+    pets it has not started yet. Use it as the hook of ``edge.inference.engine_cache.build_hook``.
+    """
+
+    def __init__(self, notifier: Notifier, *, extend_s: float = 60.0,
+                 period_s: float = 20.0) -> None:
+        if not 0 < period_s < extend_s:
+            raise ValueError("BuildKeepalive needs 0 < period_s < extend_s")
+        self._notifier = notifier
+        self._extend_us = int(extend_s * 1_000_000)
+        self._period = period_s
+        self._lock = threading.Lock()
+        self._active = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def __call__(self, model: str, started: bool) -> None:
+        with self._lock:
+            self._active += 1 if started else -1
+            if started and self._thread is None:
+                self._stop.clear()
+                self._thread = threading.Thread(target=self._run, name="build-keepalive",
+                                                daemon=True)
+                self._thread.start()
+                log.info("engine build under way; extending the start-up timeout",
+                         extra={"model": model, "extend_s": self._extend_us / 1e6})
+            if self._active <= 0 and self._thread is not None:
+                self._active = 0
+                self._stop.set()
+                thread, self._thread = self._thread, None
+            else:
+                thread = None
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._notifier.extend_timeout(self._extend_us)
+            if self._notifier.watchdog_interval() is not None:
+                self._notifier.watchdog()
+            self.sent += 1
+            if self._stop.wait(self._period):
+                return
+
+
 def _one_line(text: str) -> str:
     # A newline would start a new KEY=value assignment in the datagram.
     return " ".join(text.split())

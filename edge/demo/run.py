@@ -4,9 +4,11 @@ Enrolls the sample person (with a consent record), leaves the other sample perso
 stranger, starts a local broker on a free port, runs ``edge-face run`` on a clip made from the
 portraits, and prints every MQTT message as a subscriber receives it. Stops when the clip ends.
 
-The broker is mosquitto when it is installed, else the embedded Python broker
-(:mod:`edge.demo.broker`), so that the demo needs nothing but Python. ``EDGE_FACE_DEMO_BROKER``
-picks one explicitly: ``auto`` (the default), ``embedded`` or ``mosquitto``.
+The broker is mosquitto when it is on ``PATH``, else the ``amqtt`` library's broker
+(:mod:`edge.demo.fallback_broker`, MQTT 3.1.1, so the daemon is told to speak 3.1.1), so that the
+demo needs nothing but Python. ``EDGE_FACE_DEMO_BROKER`` picks one explicitly: ``auto`` (the
+default), ``amqtt`` or ``mosquitto``. ``EDGE_FACE_DEMO_DIR`` moves the working folder (default
+``.demo/`` in the repository; it is emptied first), so a test can run the demo in its temp dir.
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from edge.demo.broker import EmbeddedBroker
+from edge.demo import fallback_broker
 from edge.demo.clip import write_clip
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "faces"
-WORK = ROOT / ".demo"
 DEVICE = "demo-door"
 BROKER_ENV = "EDGE_FACE_DEMO_BROKER"
-BROKER_CHOICES = ("auto", "embedded", "mosquitto")
+DIR_ENV = "EDGE_FACE_DEMO_DIR"
+BROKER_CHOICES = ("auto", "amqtt", "mosquitto")
+#: Where Debian and Ubuntu install mosquitto; often not on a normal user's PATH.
+SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
+MARKER = ".edge-face-demo"
 
 
 def _free_port() -> int:
@@ -50,75 +56,108 @@ def _cli(env: dict[str, str], *args: str) -> dict:
 
 
 def _find_mosquitto() -> str | None:
-    found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    return found if Path(found).is_file() else None
+    """mosquitto on PATH only, so hiding it from PATH really selects the fallback (``make
+    demo`` appends the sbin folders to PATH)."""
+    return shutil.which("mosquitto")
+
+
+def _sbin_hint() -> str:
+    for folder in SBIN_DIRS:
+        if os.access(Path(folder) / "mosquitto", os.X_OK):
+            return f" (there is one in {folder}: add it to PATH to use it)"
+    return ""
 
 
 def _broker_choice() -> str:
-    """Checked before the slow steps, so a typo fails at once."""
+    """Checked before the slow steps, so a typo or a missing mosquitto fails at once."""
     choice = os.environ.get(BROKER_ENV, "auto").strip().lower() or "auto"
     if choice not in BROKER_CHOICES:
         raise SystemExit(f"{BROKER_ENV}={choice!r}: use one of {', '.join(BROKER_CHOICES)}")
+    if choice == "mosquitto" and _find_mosquitto() is None:
+        raise SystemExit(f"{BROKER_ENV}=mosquitto but mosquitto is not on PATH{_sbin_hint()}")
     return choice
 
 
 @contextlib.contextmanager
-def _broker(choice: str) -> Iterator[int]:
-    """Run the demo's broker for the ``with`` block; yields its 127.0.0.1 port."""
-    mosquitto = None if choice == "embedded" else _find_mosquitto()
-    if mosquitto is None and choice == "mosquitto":
-        raise SystemExit(f"{BROKER_ENV}=mosquitto but mosquitto is not installed")
+def _broker(choice: str, work: Path) -> Iterator[tuple[int, str]]:
+    """Run the demo's broker for the ``with`` block; yields its 127.0.0.1 port and the MQTT
+    version the daemon must speak to it."""
+    mosquitto = None if choice == "amqtt" else _find_mosquitto()
     if mosquitto is None:
-        with EmbeddedBroker("127.0.0.1", 0) as embedded:
-            why = "as asked" if choice == "embedded" else "mosquitto is not installed"
-            print(f"== broker: embedded Python MQTT broker on 127.0.0.1:{embedded.port} "
-                  f"({why}; demo only)")
-            yield embedded.port
+        why = "as asked" if choice == "amqtt" else f"mosquitto is not on PATH{_sbin_hint()}"
+        try:
+            library = fallback_broker.FallbackBroker().start()
+        except fallback_broker.FallbackBrokerError as exc:
+            raise SystemExit(f"no broker for the demo: {exc}") from None
+        print(f"== broker: amqtt (Python library, MQTT {fallback_broker.PROTOCOL}) on "
+              f"127.0.0.1:{library.port} ({why}; demo only)")
+        try:
+            yield library.port, fallback_broker.PROTOCOL
+        finally:
+            library.stop()
         return
     port = _free_port()
-    conf = WORK / "mosquitto.conf"
+    conf = work / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     print(f"== broker: mosquitto ({mosquitto}) on 127.0.0.1:{port}")
     try:
-        yield port
+        yield port, "5"
     finally:
         broker.terminate()
         broker.wait(5)
 
 
+def _work_dir() -> Path:
+    """The folder the demo empties and fills; a named one must be new, empty or an old demo's,
+    so a mistyped ``EDGE_FACE_DEMO_DIR=$HOME`` deletes nothing."""
+    default = ROOT / ".demo"
+    work = Path(os.environ.get(DIR_ENV) or default).expanduser().resolve()
+    if (work != default and work.exists()
+            and (not work.is_dir() or (any(work.iterdir()) and not (work / MARKER).exists()))):
+        raise SystemExit(f"{DIR_ENV}={work}: not an empty folder nor an earlier demo's; "
+                         "name a new or empty one")
+    return work
+
+
 def main() -> int:
     choice = _broker_choice()
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_FACE_")}
+    work = _work_dir()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / MARKER).write_text("made by python -m edge.demo.run; emptied by the next run\n")
+    # The demo's own settings replace the caller's, except where the models are.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("EDGE_FACE_") or k == "EDGE_FACE_MODELS__DIR"}
     env.update({
-        "EDGE_FACE_CONFIG": str(WORK / "config.toml"),
+        "EDGE_FACE_CONFIG": str(work / "config.toml"),
         "EDGE_FACE_DEVICE__ID": DEVICE,
-        "EDGE_FACE_STORAGE__DATA_DIR": str(WORK / "data"),
-        "EDGE_FACE_STORAGE__KEY_FILE": str(WORK / "keys" / "template.key"),
+        "EDGE_FACE_STORAGE__DATA_DIR": str(work / "data"),
+        "EDGE_FACE_STORAGE__KEY_FILE": str(work / "keys" / "template.key"),
         "EDGE_FACE_MQTT__HOST": "127.0.0.1",
         "EDGE_FACE_EVENTS__INCLUDE_LABEL": "true",
-        "EDGE_FACE_CAMERA__SOURCE": str(WORK / "door.avi"),
+        "EDGE_FACE_CAMERA__SOURCE": str(work / "door.avi"),
         "EDGE_FACE_CAMERA__REALTIME": "true",
         "EDGE_FACE_LOGGING__FORMAT": "text",
         "EDGE_FACE_LOGGING__LEVEL": "warning",
     })
-    (WORK / "config.toml").write_text("# demo: everything comes from EDGE_FACE_* variables\n")
+    (work / "config.toml").write_text("# demo: everything comes from EDGE_FACE_* variables\n")
     print("== enrolling the sample person (with consent); the other portrait is a stranger")
     person = _cli(env, "person", "add", "--label", "Sample Person A", "--consent-by",
                   "Sample Person A", "--purpose", "demo door access")["id"]
     enrolled = _cli(env, "enroll", person, str(FIXTURES / "obama.jpg"),
                     str(FIXTURES / "obama2.jpg"))
     print(f"   {person}: {enrolled['templates_added']} templates")
-    write_clip([FIXTURES / "obama3.jpg", FIXTURES / "biden.jpg"], WORK / "door.avi")
-    print(f"== clip {WORK / 'door.avi'}: the enrolled person, then a stranger")
-    with _broker(choice) as port:
+    write_clip([FIXTURES / "obama3.jpg", FIXTURES / "biden.jpg"], work / "door.avi")
+    print(f"== clip {work / 'door.avi'}: the enrolled person, then a stranger")
+    with _broker(choice, work) as (port, protocol):
         env["EDGE_FACE_MQTT__PORT"] = str(port)
+        env["EDGE_FACE_MQTT__PROTOCOL"] = protocol
         returncode, received = _run_daemon(env, port)
-    events = [r for r in received if "/events/" in r]
-    print(f"== done: daemon exit {returncode}, {len(events)} events")
+    kinds = Counter(topic.rsplit("/", 1)[-1] for topic in received if "/events/" in topic)
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    print(f"== done: daemon exit {returncode}, {sum(kinds.values())} events ({summary or 'none'})")
     return returncode
 
 
@@ -128,9 +167,8 @@ def _run_daemon(env: dict[str, str], port: int) -> tuple[int, list[str]]:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
 
     def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        line = f"{msg.topic}  {msg.payload.decode()}"
-        received.append(line)
-        print(line, flush=True)
+        received.append(msg.topic)
+        print(f"{msg.topic}  {msg.payload.decode()}", flush=True)
 
     client.on_message = on_message
     for _ in range(50):

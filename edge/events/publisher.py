@@ -23,7 +23,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge import __version__
 from edge.config import Config, MqttConfig
 from edge.errors import EdgeError
+from edge.events.discovery import discovery_messages
 from edge.events.outbox import Outbox
+from edge.events.recent import RecentEvents
 from edge.events.schema import EventSchemaError, encode, status_offline, status_online
 from edge.events.schema import rfc3339_utc as _now_rfc3339
 from edge.events.topics import event_topic, status_topic
@@ -119,6 +121,80 @@ def _tls_context(mqtt: MqttConfig) -> ssl.SSLContext:
     return ctx
 
 
+def make_client(mqtt: MqttConfig, client_id: str, *, persistent: bool) -> mqtt_client.Client:
+    """A paho client with the device's protocol, credentials and verified TLS; not connected.
+
+    ``persistent``: an MQTT 3.1.1 session that outlives the connection (the daemon's); an MQTT 5
+    client chooses that at connect time instead.
+    """
+    password = _read_password(mqtt)
+    tls = _tls_context(mqtt) if mqtt.tls else None
+    if not mqtt.tls and (mqtt.ca_file or mqtt.cert_file or mqtt.key_file):
+        raise PublisherError("[mqtt] ca_file/cert_file/key_file are set but [mqtt] tls = false")
+    if mqtt.protocol == "5":
+        client = mqtt_client.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                    protocol=mqtt_client.MQTTv5)
+    else:
+        client = mqtt_client.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                                    protocol=mqtt_client.MQTTv311, clean_session=not persistent)
+    if mqtt.username:
+        client.username_pw_set(mqtt.username, password)
+    if tls is not None:
+        client.tls_set_context(tls)
+    return client
+
+
+def publish_retained(mqtt: MqttConfig, client_id: str, messages: Sequence[tuple[str, bytes]],
+                     timeout: float = 10.0) -> None:
+    """Connect, publish each message retained at QoS 1, wait for every acknowledgement, leave.
+
+    For one-shot commands (``edge-face mqtt discovery``) that must not wait in an outbox: the
+    operator is at the terminal and wants to know now whether the broker took them. The client
+    id must differ from the daemon's, or the broker would disconnect the running daemon.
+    """
+    client = make_client(mqtt, client_id, persistent=False)
+    where = f"MQTT broker {mqtt.host}:{mqtt.port}"
+    connected = threading.Event()
+    outcome: dict[str, Any] = {}
+    refused: dict[int, str] = {}
+
+    def on_connect(c: Any, u: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
+        outcome["reason"] = reason
+        connected.set()
+
+    def on_publish(c: Any, u: Any, mid: int, reason: ReasonCode, props: Any) -> None:
+        if reason.is_failure:
+            refused[mid] = str(reason)
+
+    client.on_connect = on_connect
+    client.on_publish = on_publish
+    deadline = time.monotonic() + timeout
+    try:
+        client.connect(mqtt.host, mqtt.port, mqtt.keepalive)
+    except (OSError, ValueError) as exc:
+        raise PublisherError(f"cannot connect to {where}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(max(0.0, deadline - time.monotonic())):
+            raise PublisherError(f"{where} did not accept the connection within {timeout:.0f} s")
+        if outcome["reason"].is_failure:
+            raise PublisherError(f"{where} refused the connection: {outcome['reason']}")
+        sent = [(topic, client.publish(topic, payload, qos=STATUS_QOS, retain=True))
+                for topic, payload in messages]
+        for topic, info in sent:
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:  # the connection was lost meanwhile
+                raise PublisherError(f"{where}: {topic} was not sent: {exc}") from None
+            if not info.is_published():
+                raise PublisherError(f"{where} did not acknowledge {topic} within {timeout:.0f} s")
+            if info.mid in refused:
+                raise PublisherError(f"{where} refused {topic}: {refused[info.mid]}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
 class Publisher:
     """Outbox-backed MQTT publisher for one device; thread-safe ``publish_event``."""
 
@@ -134,13 +210,18 @@ class Publisher:
         reconnect_max_s: float = 60.0,
         client_id: str | None = None,
         own_outbox: bool = False,
+        retained_on_connect: Sequence[tuple[str, bytes]] = (),
     ) -> None:
+        """``retained_on_connect``: (topic, payload) pairs published retained at QoS 1 on every
+        connect, before the online status (Home Assistant discovery configs)."""
         if max_inflight < 1:
             raise PublisherError(f"max_inflight must be at least 1, got {max_inflight}")
         self._mqtt = mqtt
         self._device_id = device_id
         self._outbox = outbox
         self._own_outbox = own_outbox
+        #: What the admin API's live feed shows (``GET /v1/events``); memory only.
+        self.recent = RecentEvents()
         self._max_inflight = max_inflight
         self._qos = mqtt.qos
         self._status_topic = status_topic(mqtt.topic_prefix, device_id)
@@ -150,30 +231,17 @@ class Publisher:
         )
         encode(online)
         self._online = dict(online)
+        self._retained_on_connect = tuple(retained_on_connect)
         self.client_id = client_id or f"edge-face-{device_id}"
 
-        password = _read_password(mqtt)
-        tls = _tls_context(mqtt) if mqtt.tls else None
-        if not mqtt.tls and (mqtt.ca_file or mqtt.cert_file or mqtt.key_file):
-            raise PublisherError("[mqtt] ca_file/cert_file/key_file are set but [mqtt] tls = false")
-
-        v5 = mqtt.protocol == "5"
-        if v5:
-            client = mqtt_client.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                        protocol=mqtt_client.MQTTv5)
-        else:
-            client = mqtt_client.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                                        protocol=mqtt_client.MQTTv311, clean_session=False)
-        if mqtt.username:
-            client.username_pw_set(mqtt.username, password)
-        if tls is not None:
-            client.tls_set_context(tls)
+        client = make_client(mqtt, self.client_id, persistent=True)
         client.will_set(self._status_topic,
                         encode(status_offline(device_id=device_id, reason="will")),
                         qos=STATUS_QOS, retain=True)
         client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
-        # paho never queues behind our window; ours is the only flow control.
-        client.max_inflight_messages_set(max_inflight + 4)
+        # paho never queues behind our window; ours is the only flow control (the extra room
+        # is for the status messages and the retained ones sent on connect).
+        client.max_inflight_messages_set(max_inflight + 4 + len(self._retained_on_connect))
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -212,7 +280,11 @@ class Publisher:
     @classmethod
     def from_config(cls, config: Config, *, online_payload: Mapping[str, Any] | None = None,
                     outbox_path: str | Path | None = None, **kwargs: Any) -> Publisher:
-        """Publisher with its own outbox at ``[storage] data_dir/outbox.sqlite3``."""
+        """Publisher with its own outbox at ``[storage] data_dir/outbox.sqlite3``; with
+        ``[mqtt] discovery`` it announces the device to Home Assistant on every connect."""
+        if config.mqtt.discovery and "retained_on_connect" not in kwargs:
+            kwargs["retained_on_connect"] = [(m.topic, m.payload)
+                                             for m in discovery_messages(config)]
         outbox = Outbox.from_config(config, outbox_path)
         try:
             return cls(config.mqtt, config.device.id, outbox, online_payload=online_payload,
@@ -275,6 +347,7 @@ class Publisher:
         if not isinstance(event_id, str):
             raise EventSchemaError("event payload has no event_id")
         seq = self._outbox.put(topic, data, event_id)
+        self.recent.add(seq, payload)
         self._events.put(("wake",))
         log.debug("event queued", extra={"event_id": event_id, "topic": topic, "seq": seq})
         return seq
@@ -467,6 +540,7 @@ class Publisher:
                 self._connects += 1
                 self._last_error = ""
             self._last_problem = ("", -math.inf)
+            self._publish_retained()
             self._publish_online()
             with self._conn_lock:
                 if self._link_up and self._epoch == epoch:
@@ -512,6 +586,12 @@ class Publisher:
         log.error("MQTT broker rejected an event: %s (kept in the outbox, retry in %.1f s)",
                   reason, self._retry_delay, extra={"seq": seq, "reason": reason})
         self._retry_delay = min(self._retry_delay * 2, self._retry_max)
+
+    def _publish_retained(self) -> None:
+        with self._conn_lock:
+            if self._link_up:
+                for topic, payload in self._retained_on_connect:
+                    self._client.publish(topic, payload, qos=STATUS_QOS, retain=True)
 
     def _publish_online(self) -> None:
         payload = encode(dict(self._online, time=_now_rfc3339()))

@@ -41,6 +41,7 @@ from edge.gallery.ids import BUNDLE, CONSENT, PERSON, TEMPLATE, is_id, new_id
 from edge.gallery.keyfile import create_secret, read_key, read_secret, replace_secret
 from edge.gallery.records import Consent, SnapshotPerson, SnapshotTemplate
 from edge.gallery.times import parse_iso, to_iso
+from edge.progress import Progress
 
 if TYPE_CHECKING:
     from edge.gallery.store import GalleryStore
@@ -318,11 +319,12 @@ def export_bundle(store: GalleryStore, path: Path, *, signing_key_file: Path,
 
 def import_bundle(store: GalleryStore, path: Path, *, trusted_keys_dir: Path,
                   fleet_key_file: Path, force: bool = False,
-                  actor: str = "system") -> dict[str, Any]:
+                  actor: str = "system", progress: Progress | None = None) -> dict[str, Any]:
     """Verify and apply a bundle atomically; see ``bundle_apply`` for what changes."""
     trusted = load_trusted_keys(trusted_keys_dir)
     fleet_key = read_key(fleet_key_file, "fleet key file")
     header, persons = read_bundle(path, trusted, fleet_key)
     return store.import_snapshot(persons, bundle_id=header["bundle_id"],
                                  created_at=header["created_at"], signer=header["signer"],
-                                 force=force, max_skew_s=MAX_SKEW_S, actor=actor)
+                                 force=force, max_skew_s=MAX_SKEW_S, actor=actor,
+                                 progress=progress)

@@ -20,6 +20,7 @@ from edge.gallery.errors import BundleError
 from edge.gallery.queries import Tx, consents_of, insert_consent, remove_templates
 from edge.gallery.records import ACTIVE, SnapshotPerson, consent_status
 from edge.gallery.times import parse_iso, to_iso
+from edge.progress import Progress, report
 
 
 def _check_order(tx: Tx, bundle_id: str, created_at: str, force: bool,
@@ -100,16 +101,18 @@ def _upsert_person(tx: Tx, person: SnapshotPerson, actor: str, bundle_id: str,
 
 def apply_snapshot(tx: Tx, persons: Sequence[SnapshotPerson], *, bundle_id: str,
                    created_at: str, signer: str, force: bool, max_skew_s: float,
-                   actor: str) -> dict[str, Any]:
+                   actor: str, progress: Progress | None = None) -> dict[str, Any]:
     counts = dict.fromkeys(("persons_added", "persons_updated", "persons_removed",
                             "templates_added", "templates_removed",
                             "templates_skipped_no_consent"), 0)
     result: dict[str, Any] = {"bundle_id": bundle_id, "created_at": created_at}
     if not _check_order(tx, bundle_id, created_at, force, max_skew_s):
         return {**result, "status": "already-imported", **counts}
+    report(progress, 0, len(persons))
     try:
-        for person in persons:
+        for done, person in enumerate(persons, 1):
             _upsert_person(tx, person, actor, bundle_id, counts)
+            report(progress, done, len(persons))
         incoming = {p.id for p in persons}
         gone = [r[0] for r in tx.conn.execute("SELECT id FROM persons WHERE origin = 'bundle'")
                 if r[0] not in incoming]

@@ -49,6 +49,14 @@ class Consent:
         return asdict(self)
 
 
+def consent_expiry(consents: tuple[Consent, ...] | list[Consent], now: str) -> str | None:
+    """The latest end among the consents valid now; None if one of them never ends (or none)."""
+    live = [c for c in consents if c.status(now) == ACTIVE]
+    if not live or any(c.expires_at is None for c in live):
+        return None
+    return max(str(c.expires_at) for c in live)
+
+
 def consent_status(consents: tuple[Consent, ...] | list[Consent], now: str) -> str:
     """``active`` if any consent is valid now, else why not (withdrawn wins over expired)."""
     statuses = {c.status(now) for c in consents}
@@ -82,6 +90,8 @@ class PersonSummary:
     origin: str
     consent: str
     templates: int
+    # When the consent in force ends: None while active means never (also None when not active).
+    consent_expires_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -65,9 +65,11 @@ from edge.gallery.records import (
     TemplateAddResult,
     TemplateBatchResult,
     TemplateMatrix,
+    consent_expiry,
     consent_status,
 )
 from edge.gallery.times import Clock, to_iso, utc_now
+from edge.progress import Progress
 
 if TYPE_CHECKING:
     from edge.config import Config
@@ -332,7 +334,8 @@ class GalleryStore:
                 consents.setdefault(r[0], []).append(Consent(*r[1:]))
         now = to_iso(self._clock())
         return [PersonSummary(r[0], r[1], r[2], r[3], r[4],
-                              consent_status(consents.get(r[0], []), now), r[5]) for r in rows]
+                              consent_status(consents.get(r[0], []), now), r[5],
+                              consent_expiry(consents.get(r[0], []), now)) for r in rows]
 
     def list_persons_page(self, limit: int, after: tuple[str, str] | None = None
                           ) -> tuple[list[PersonSummary], tuple[str, str] | None]:
@@ -358,7 +361,7 @@ class GalleryStore:
             consents = {r[0]: consents_of(conn, r[0]) for r in rows}
         now = to_iso(self._clock())
         page = [PersonSummary(r[0], r[1], r[2], r[3], r[4], consent_status(consents[r[0]], now),
-                              r[5]) for r in rows]
+                              r[5], consent_expiry(consents[r[0]], now)) for r in rows]
         return page, ((rows[-1][2], rows[-1][0]) if more else None)
 
     def set_label(self, person_id: str, label: str | None, *, actor: str = "system") -> None:
@@ -633,7 +636,8 @@ class GalleryStore:
 
     def import_snapshot(self, persons: Sequence[SnapshotPerson], *, bundle_id: str,
                         created_at: str, signer: str, force: bool = False,
-                        max_skew_s: float = 300.0, actor: str = "system") -> dict[str, Any]:
+                        max_skew_s: float = 300.0, actor: str = "system",
+                        progress: Progress | None = None) -> dict[str, Any]:
         """Make this gallery hold exactly the bundle's persons, in one transaction.
 
         Persons that came from an earlier bundle and are absent now are erased (so an erasure
@@ -643,7 +647,8 @@ class GalleryStore:
             with self._write() as tx:
                 result = apply_snapshot(tx, persons, bundle_id=bundle_id,
                                         created_at=created_at, signer=signer, force=force,
-                                        max_skew_s=max_skew_s, actor=actor)
+                                        max_skew_s=max_skew_s, actor=actor,
+                                        progress=progress)
             if result["persons_removed"] or result["templates_removed"]:
                 self._checkpoint()
         return result

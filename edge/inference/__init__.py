@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (onnxruntime CPU now; ORT-GPU and TensorRT later)."""
+"""Inference backends behind one interface: onnxruntime (CPU; CUDA/TensorRT EPs), TensorRT."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ that shape, so a Jetson backend drops in without touching detection or embedding
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -16,6 +17,7 @@ import numpy as np
 
 from edge.config import InferenceConfig
 from edge.errors import BackendError
+from edge.inference.engine_cache import Profile
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,33 @@ class InferenceSession(Protocol):
         ...
 
 
-def _load(name: str, model: Path, config: InferenceConfig,
-          auto_threads: int = 0) -> InferenceSession:
+def engine_dir(config: InferenceConfig, models_dir: Path) -> Path:
+    """Where GPU engines live: ``[inference] engine_dir``, else ``<models dir>/engines``."""
+    return Path(config.engine_dir).expanduser() if config.engine_dir else models_dir / "engines"
+
+
+def default_profile(model: Path) -> Profile:
+    """The optimisation profile for a prepared model, from its dynamic input dimensions.
+
+    ``batch`` (SFace) gets 1..16; ``height``/``width`` (YuNet) the range for the default
+    ``[detection] input_size``. The engine passes the profile for the configured size instead.
+    """
+    import onnx
+
+    from edge.inference.engine_cache import detector_profile, embedder_profile
+
+    graph = onnx.load(str(model), load_external_data=False).graph
+    first = graph.input[0]
+    params = [d.dim_param for d in first.type.tensor_type.shape.dim]
+    if "batch" in params:
+        return embedder_profile(first.name)
+    if "height" in params or "width" in params:
+        return detector_profile(first.name, 640)
+    return {}
+
+
+def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0,
+          profile: Profile | None = None) -> InferenceSession:
     threads = config.threads or auto_threads
     if name == "onnxruntime-cpu":
         from edge.inference.ort import OrtSession
@@ -46,36 +73,79 @@ def _load(name: str, model: Path, config: InferenceConfig,
                           backend="onnxruntime-cpu",
                           cache_dir=model.parent / "compiled" if config.cache else None)
     if name == "onnxruntime-gpu":
-        from edge.inference.ort import OrtSession, gpu_providers
+        from edge.inference.engine_cache import building
+        from edge.inference.ort import OrtSession, gpu_providers, has_gpu_provider
 
-        providers = gpu_providers()
-        if not providers:
-            raise BackendError("onnxruntime has no CUDA or TensorRT execution provider here")
-        return OrtSession(model, threads=threads, providers=providers,
-                          backend="onnxruntime-gpu")
+        if not has_gpu_provider():
+            raise BackendError(f"onnxruntime {_ort_version()} has no CUDA or TensorRT "
+                               "execution provider (NVIDIA's Jetson onnxruntime-gpu wheel has)")
+        shapes = profile if profile is not None else default_profile(model)
+        cache = engine_dir(config, model.parent) / "ort-trt"
+        providers = gpu_providers(precision=config.precision, cache_dir=cache,
+                                  workspace_mb=config.workspace_mb, profile=shapes)
+        with contextlib.suppress(OSError):
+            cache.mkdir(parents=True, exist_ok=True)
+        # The TensorRT provider builds its engine while the session is created: minutes once.
+        with building(model.stem):
+            return OrtSession(model, threads=threads, providers=providers,
+                              backend="onnxruntime-gpu")
     if name == "tensorrt":
-        raise BackendError("the native TensorRT backend is not built yet (planned for Jetson)")
+        try:
+            import tensorrt
+
+            if not hasattr(tensorrt, "Builder"):
+                raise BackendError("the importable 'tensorrt' is not TensorRT (type stubs "
+                                   "only?); on a Jetson use JetPack's python3-libnvinfer")
+            from edge.inference import tensorrt as trt_backend
+        except BackendError:
+            raise
+        except ImportError as exc:
+            raise BackendError(f"TensorRT is not importable ({exc}); on a Jetson it comes with "
+                               "JetPack (python3-libnvinfer), and a venv needs "
+                               "--system-site-packages to see it") from None
+        except Exception as exc:  # a broken install raises its own errors at import
+            raise BackendError(f"TensorRT failed to import: {type(exc).__name__}: {exc}") from None
+        shapes = profile if profile is not None else default_profile(model)
+        return trt_backend.open_session(model, shapes, config.precision, config.workspace_mb,
+                                        engine_dir(config, model.parent))
     raise BackendError(f"unknown inference backend {name!r}")  # pragma: no cover
 
 
-def create_session(model: Path, config: InferenceConfig,
-                   auto_threads: int = 0) -> InferenceSession:
+def _ort_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def load_backend(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0,
+                 profile: Profile | None = None) -> InferenceSession:
+    """One named backend, no fallback (the doctor and ``build-engines`` probe each in turn)."""
+    return _load(name, model, config, auto_threads, profile)
+
+
+def create_session(model: Path, config: InferenceConfig, auto_threads: int = 0,
+                   profile: Profile | None = None) -> InferenceSession:
     """Load ``model`` on the configured backend (``auto``: the fastest that loads).
 
     ``auto_threads`` is the model's own thread count when ``[inference] threads = 0``: a small
     graph (YuNet, ~6 ms) runs faster on one thread than paying a pool's hand-offs, a big one
-    (SFace) wants every core (0 lets onnxruntime take one thread per core).
+    (SFace) wants every core (0 lets onnxruntime take one thread per core). ``profile`` is the
+    input shapes the GPU backends build for (default: from the graph, see ``default_profile``).
     """
     if config.backend != "auto":
-        return _load(config.backend, model, config, auto_threads)
+        return _load(config.backend, model, config, auto_threads, profile)
     reasons = []
     for name in AUTO_ORDER:
         try:
-            session = _load(name, model, config, auto_threads)
+            session = _load(name, model, config, auto_threads, profile)
         except BackendError as exc:
             reasons.append(f"{name}: {exc}")
-            log.debug("backend skipped", extra={"backend": name, "reason": str(exc)})
+            # Info, not debug: "why is this Jetson running on the CPU?" must be answerable
+            # from the journal of a default install.
+            log.info("backend skipped", extra={"backend": name, "model": model.name,
+                                               "reason": str(exc)})
             continue
-        log.info("backend selected", extra={"backend": name, "model": model.name})
+        log.info("backend selected", extra={"backend": name, "model": model.name,
+                                            "skipped": len(reasons)})
         return session
     raise BackendError("no inference backend could load " + model.name + ": " + "; ".join(reasons))

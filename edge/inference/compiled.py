@@ -4,8 +4,8 @@ Why: onnxruntime rewrites SFace (operator fusion, the NCHWc layout for the CPU's
 every time a session is created, which costs ~120 ms of a 2-core x86's start-up; a CLI command
 that embeds one photo spends a third of its life there. The rewritten graph depends only on the
 source file, the runtime's version and the CPU, so it is saved once, named by a key over exactly
-those, and later loaded with optimisation off. The TensorRT backend will keep its engines the
-same way (the same key idea, with the GPU in place of the CPU).
+those, and later loaded with optimisation off. The TensorRT backend keeps its engines the
+same way (the same key idea, with the GPU in place of the CPU: ``engine_cache.py``).
 
 Trust: the cache sits in ``<models dir>/compiled``, with the models it derives from. The source
 file is checked against the manifest's sha256 before any of this runs; a cached graph is as

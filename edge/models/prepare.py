@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 from edge.errors import ModelError
 from edge.models.fetch import cached_ok, source_path, write_atomic
 from edge.models.manifest import Manifest, prepared_path, sha256_file
+from edge.progress import Progress, report
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +169,24 @@ def prepare_graph(source: Path, role: str) -> onnx.ModelProto:
 
 
 def prepare_models(manifest: Manifest, models_dir: Path, force: bool = False,
-                   verify: bool = True) -> dict[str, Path]:
-    """Prepare every model whose prepared file is missing or does not match the manifest."""
+                   verify: bool = True, progress: Progress | None = None) -> dict[str, Path]:
+    """Prepare every model whose prepared file is missing or does not match the manifest.
+
+    ``progress(done, total)`` counts steps: folding each model, then (with ``verify``) its
+    cross-check against OpenCV; a model that is already prepared counts as done at once.
+    """
     out: dict[str, Path] = {}
+    per_model = 2 if verify else 1
+    total = per_model * len(manifest.models)
+    done = 0
+    report(progress, done, total)
     for role, spec in manifest.models.items():
         dest = prepared_path(models_dir, spec)
         if (not force and dest.is_file() and spec.prepared_sha256
                 and sha256_file(dest) == spec.prepared_sha256):
             out[role] = dest
+            done += per_model
+            report(progress, done, total)
             continue
         if not cached_ok(models_dir, spec):
             raise ModelError(
@@ -184,6 +195,8 @@ def prepare_models(manifest: Manifest, models_dir: Path, force: bool = False,
             )
         model = prepare_graph(source_path(models_dir, spec), role)
         write_atomic(dest, model.SerializeToString(deterministic=True))
+        done += 1
+        report(progress, done, total)
         digest = sha256_file(dest)
         if spec.prepared_sha256 and digest != spec.prepared_sha256:
             dest.unlink(missing_ok=True)
@@ -196,6 +209,8 @@ def prepare_models(manifest: Manifest, models_dir: Path, force: bool = False,
             from edge.models.verify import verify_against_opencv
 
             verify_against_opencv(spec, source_path(models_dir, spec), dest)
+            done += 1
+            report(progress, done, total)
         log.info("model prepared", extra={"model": spec.id, "sha256": digest})
         out[role] = dest
     return out

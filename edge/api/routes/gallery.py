@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from typing import Any
@@ -27,7 +28,9 @@ BUNDLE_TYPE = "application/octet-stream"
              responses={413: {"model": Problem, "description": "over [api] max_bundle_bytes"},
                         415: {"model": Problem, "description": "not application/octet-stream"},
                         422: {"model": Problem, "description": "bad signature, another fleet's "
-                              "key, tampered, older than the last one imported"}})
+                              "key, tampered, older than the last one imported"},
+                        507: {"model": Problem, "description": "the disk is full; nothing "
+                              "changed"}})
 async def import_bundle(request: Request,
                         force: bool = Query(False, description="accept an older bundle"),
                         ctx: ApiContext = Depends(context),
@@ -37,11 +40,17 @@ async def import_bundle(request: Request,
     # Streamed to a private file in the data directory: a bundle can be hundreds of MB, and it
     # is encrypted with the fleet key, so the disk sees nothing readable.
     path = ctx.config.storage.data_dir / f".import-{secrets.token_hex(8)}.efb"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            async for chunk in request.stream():
-                out.write(chunk)
+    try:  # whatever happens (over the limit, client gone, disk full), the file goes
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request.stream():
+                    out.write(chunk)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ApiError(507, "no space left on the device to receive the bundle; the "
+                               "gallery is unchanged") from None
+            raise
         if path.stat().st_size == 0:
             raise ApiError(422, "empty body: send the bundle file")
         result: dict[str, Any] = await run_in_threadpool(
