@@ -353,6 +353,68 @@ def check_camera(config: Config) -> Check:
     return Check("camera", "ok", f"{source.kind}: one {w}x{h} frame")
 
 
+def check_api_tokens(config: Config) -> Check:
+    """The token file as the daemon will read it: damaged or unsafe means nobody gets in."""
+    from edge.api.tokens import TokenError, TokenStore, token_file
+
+    if not config.api.enabled:
+        return Check("api_tokens", "skip", "[api] enabled = false")
+    path = token_file(config)
+    try:
+        tokens = TokenStore(path).list()["tokens"]
+    except TokenError as exc:
+        return Check("api_tokens", "fail", str(exc))
+    if not tokens:
+        return Check("api_tokens", "warn", f"no tokens in {path}: only /healthz and /readyz "
+                     "answer (edge-face token create --name NAME --scope admin)")
+    admins = sum(1 for t in tokens if t["scope"] == "admin")
+    return Check("api_tokens", "ok", f"{len(tokens)} token(s), {admins} admin, in {path}")
+
+
+def check_api(config: Config) -> Check:
+    """Where the API will listen: its TLS files load, and the port is free or is ours."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    api = config.api
+    if not api.enabled:
+        return Check("api", "skip", "[api] enabled = false")
+    context = None
+    if api.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(api.tls_cert, api.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            return Check("api", "fail", f"[api] tls_cert / tls_key cannot be loaded: {exc}")
+    host = "127.0.0.1" if api.host in ("0.0.0.0", "") else ("::1" if api.host == "::"
+                                                              else api.host)
+    where = f"{api.host}:{api.port}"
+    try:
+        with socket.create_connection((host, api.port), timeout=BROKER_TIMEOUT_S):
+            pass
+    except OSError:
+        return Check("api", "ok", f"{where} is free (the daemon is not running)"
+                     + (", TLS files load" if context else ""))
+    scheme = "https" if context else "http"
+    url = f"{scheme}://{'[' + host + ']' if ':' in host else host}:{api.port}/healthz"
+    client_tls = None
+    if context is not None:  # liveness only: whose certificate it is was checked above
+        client_tls = ssl.create_default_context()
+        client_tls.check_hostname = False
+        client_tls.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=BROKER_TIMEOUT_S,
+                                    context=client_tls) as answer:
+            body = answer.read(200)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        return Check("api", "fail", f"{where} is taken by something that is not edge-face's "
+                     f"API ({exc})")
+    if b'"status":"ok"' not in body.replace(b" ", b""):
+        return Check("api", "fail", f"{where} is taken by another program")
+    return Check("api", "ok", f"the daemon's API answers on {scheme}://{where}")
+
+
 def run_doctor(config: Config, image: Path | None = None) -> Report:
     from edge.inference.backend import AUTO_ORDER, engine_dir
     from edge.models import load_manifest, resolve_prepared
@@ -373,6 +435,8 @@ def run_doctor(config: Config, image: Path | None = None) -> Report:
     report.checks.append(_backend_check(config, report.backends))
     report.checks.append(check_camera(config))
     report.checks.append(check_broker(config))
+    report.checks.append(check_api(config))
+    report.checks.append(check_api_tokens(config))
     report.checks.append(check_dir("data_dir", config.storage.data_dir,
                                    "the daemon creates it"))
     report.checks.append(check_key_file(config.storage.key_file))

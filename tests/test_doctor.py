@@ -58,8 +58,8 @@ def test_doctor_passes_on_the_cpu_and_says_why_the_gpu_backends_are_unavailable(
     assert cpu["agreement"]["ok"] and cpu["agreement"]["cosine_min"] >= 0.99
     assert cpu["agreement"]["faces"] == cpu["agreement"]["reference_faces"] >= 1
     checks = {c["name"]: c for c in report["checks"]}
-    assert set(checks) == {"models", "backend", "camera", "broker", "data_dir", "key_file",
-                           "engine_cache", "disk"}
+    assert set(checks) == {"models", "backend", "camera", "broker", "api", "api_tokens",
+                           "data_dir", "key_file", "engine_cache", "disk"}
     assert checks["backend"]["status"] == "ok" and "onnxruntime-cpu" in checks["backend"]["detail"]
     assert checks["broker"]["status"] == "ok"
     assert checks["camera"]["status"] == "skip"
@@ -137,3 +137,84 @@ def test_l4t_release_and_jetpack(tmp_path: Path, text: str, l4t: str | None,
     info = system_info(path)
     assert (info["l4t"], info["jetpack"]) == (l4t, jetpack)
     assert JETPACK.get(l4t or "") == jetpack
+
+
+def _checks(report: dict) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"]}
+
+
+def test_api_checks_skip_when_the_api_is_off(tmp_path: Path, models_dir: Path,
+                                             mqtt_broker: Broker,  # noqa: F811
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _, report, _ = _doctor(_config(tmp_path, models_dir, mqtt_broker.port), capsys)
+    assert _checks(report)["api"]["status"] == _checks(report)["api_tokens"]["status"] == "skip"
+
+
+def test_api_checks_see_tokens_tls_and_the_port(tmp_path: Path, models_dir: Path,
+                                                mqtt_broker: Broker,  # noqa: F811
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import http.server
+    import threading
+
+    port = free_port()
+    config = _config(tmp_path, models_dir, mqtt_broker.port,
+                     f'[api]\nenabled = true\nport = {port}\n')
+    code, report, _ = _doctor(config, capsys)
+    checks = _checks(report)
+    assert code == 0 and checks["api"]["status"] == "ok" and "is free" in checks["api"]["detail"]
+    assert checks["api_tokens"]["status"] == "warn"
+    assert "edge-face token create" in checks["api_tokens"]["detail"]
+
+    assert main(["--config", str(config), "token", "create", "--name", "ops",
+                 "--scope", "admin"]) == 0
+    capsys.readouterr()
+    _, report, _ = _doctor(config, capsys)
+    assert _checks(report)["api_tokens"]["detail"].startswith("1 token(s), 1 admin")
+    (tmp_path / "data" / "api-tokens.json").chmod(0o644)
+    code, report, err = _doctor(config, capsys)
+    assert code == 1 and _checks(report)["api_tokens"]["status"] == "fail"
+    assert "chmod 600" in err
+    (tmp_path / "data" / "api-tokens.json").chmod(0o600)
+
+    class Other(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"<html>a printer's admin page</html>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    squatter = http.server.HTTPServer(("127.0.0.1", port), Other)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        code, report, _ = _doctor(config, capsys)
+    finally:
+        squatter.shutdown()
+        squatter.server_close()
+    assert code == 1 and "taken by another program" in _checks(report)["api"]["detail"]
+
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    (tmp_path / "tls").mkdir()
+    bad_tls = _config(tmp_path / "tls", models_dir, mqtt_broker.port,
+                      f'[api]\nenabled = true\nport = {port}\n'
+                      f'tls_cert = "{tmp_path / "bad.pem"}"\ntls_key = "{tmp_path / "bad.pem"}"\n')
+    code, report, _ = _doctor(bad_tls, capsys)
+    assert code == 1 and "cannot be loaded" in _checks(report)["api"]["detail"]
+
+
+def test_api_check_recognises_the_running_daemon(tmp_path: Path, models_dir: Path,
+                                                 mqtt_broker: Broker,  # noqa: F811
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from api_daemon import make_daemon
+
+    daemon = make_daemon(tmp_path / "door", models_dir, mqtt_broker).start()
+    try:
+        config = _config(tmp_path, models_dir, mqtt_broker.port,
+                         f'[api]\nenabled = true\nport = {daemon.port}\n')
+        _, report, _ = _doctor(config, capsys)
+    finally:
+        daemon.stop()
+    assert _checks(report)["api"] == {"name": "api", "status": "ok", "detail":
+                                      f"the daemon's API answers on http://127.0.0.1:"
+                                      f"{daemon.port}"}
