@@ -151,8 +151,7 @@ class Recognizer:
         # store checks the consent again when it writes, in the same transaction).
         person = self.store.get_person(person_id)
         if person.consent != ACTIVE:
-            raise ConsentError(f"person {person_id} has no valid consent ({person.consent}); "
-                               "record a new consent before adding templates")
+            raise ConsentError.no_valid_consent(person_id, person.consent)
         self.live.refresh()
         results: list[dict[str, Any]] = []
         warnings: list[str] = []

@@ -60,8 +60,12 @@ class Counters:
     frames: int = 0
     faces: int = 0
     embedded: int = 0
-    events: int = 0
     decisions: dict[str, int] = field(default_factory=lambda: {"recognized": 0, "unknown": 0})
+
+    @property
+    def events(self) -> int:
+        """Identity events queued: one per decision."""
+        return sum(self.decisions.values())
 
 
 class Daemon:
@@ -343,8 +347,8 @@ class Daemon:
                 for face in faces_w:
                     face.embedding = None  # nothing about a face outlives what needs it
         self.decider.refresh(self.tracker.tracks, now)
-        self._last_frame_t = time.monotonic()
-        stage["frame"].observe(self._last_frame_t - t0)
+        stage["frame"].observe(time.perf_counter() - t0)
+        self._last_frame_t = time.monotonic()  # the clock readiness compares against
 
     def _emit(self, decision: Any, on_clip_clock: bool = False) -> None:
         # A fast replay has no wall-clock latency to speak of: report the clip time from the
@@ -367,8 +371,6 @@ class Daemon:
             votes=decision.votes, latency_ms=latency_ms, label=label,
             include_label=self.config.events.include_label and label is not None)
         self.publisher.publish_event(payload)
-        self.counters.events += 1
-        self.counters.decisions[payload["type"]] = self.counters.decisions.get(
-            payload["type"], 0) + 1
+        self.counters.decisions[payload["type"]] += 1
         log.info("event queued", extra={"type": payload["type"], "track_id": decision.track_id,
                                         "latency_ms": payload["latency_ms"]})

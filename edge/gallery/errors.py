@@ -28,6 +28,11 @@ class TemplateNotFound(GalleryError):
 class ConsentError(GalleryError):
     """The person has no consent that is valid now: no template may be added."""
 
+    @classmethod
+    def no_valid_consent(cls, person_id: str, status: str) -> ConsentError:
+        return cls(f"person {person_id} has no valid consent ({status}); record a new consent "
+                   "before adding templates")
+
 
 class GalleryKeyError(GalleryError):
     """The template key is missing, unsafe, or not the key the database was encrypted with."""

@@ -323,19 +323,28 @@ class GalleryStore:
         return Person(pid, label, created, updated, origin, consent_status(consents, now),
                       consents, templates)
 
+    #: One person's summary row: the columns ``_summaries`` turns into ``PersonSummary``.
+    _SUMMARY_SELECT = ("SELECT p.id, p.label, p.created_at, p.updated_at, p.origin, "
+                       "(SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) "
+                       "FROM persons p ")
+
+    def _summaries(self, rows: Sequence[Sequence[Any]],
+                   consents: dict[str, list[Consent]]) -> list[PersonSummary]:
+        now = to_iso(self._clock())
+        out = []
+        for r in rows:
+            mine = consents.get(r[0], [])
+            out.append(PersonSummary(r[0], r[1], r[2], r[3], r[4], consent_status(mine, now),
+                                     r[5], consent_expiry(mine, now)))
+        return out
+
     def list_persons(self) -> list[PersonSummary]:
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT p.id, p.label, p.created_at, p.updated_at, p.origin, "
-                "(SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) "
-                "FROM persons p ORDER BY p.created_at, p.id").fetchall()
+            rows = conn.execute(self._SUMMARY_SELECT + "ORDER BY p.created_at, p.id").fetchall()
             consents: dict[str, list[Consent]] = {}
             for r in conn.execute(f"SELECT person_id, {CONSENT_COLS} FROM consents"):
                 consents.setdefault(r[0], []).append(Consent(*r[1:]))
-        now = to_iso(self._clock())
-        return [PersonSummary(r[0], r[1], r[2], r[3], r[4],
-                              consent_status(consents.get(r[0], []), now), r[5],
-                              consent_expiry(consents.get(r[0], []), now)) for r in rows]
+        return self._summaries(rows, consents)
 
     def list_persons_page(self, limit: int, after: tuple[str, str] | None = None
                           ) -> tuple[list[PersonSummary], tuple[str, str] | None]:
@@ -349,20 +358,14 @@ class GalleryStore:
             raise GalleryInputError("limit must be at least 1")
         where, args = "", ()
         if after is not None:
-            where, args = "WHERE (p.created_at, p.id) > (?, ?)", tuple(after)
+            where, args = "WHERE (p.created_at, p.id) > (?, ?) ", tuple(after)
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT p.id, p.label, p.created_at, p.updated_at, p.origin, "
-                "(SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) "
-                f"FROM persons p {where} ORDER BY p.created_at, p.id LIMIT ?",
-                (*args, limit + 1)).fetchall()
+            rows = conn.execute(self._SUMMARY_SELECT + where + "ORDER BY p.created_at, p.id "
+                                "LIMIT ?", (*args, limit + 1)).fetchall()
             more = len(rows) > limit
             rows = rows[:limit]
-            consents = {r[0]: consents_of(conn, r[0]) for r in rows}
-        now = to_iso(self._clock())
-        page = [PersonSummary(r[0], r[1], r[2], r[3], r[4], consent_status(consents[r[0]], now),
-                              r[5], consent_expiry(consents[r[0]], now)) for r in rows]
-        return page, ((rows[-1][2], rows[-1][0]) if more else None)
+            consents = {r[0]: list(consents_of(conn, r[0])) for r in rows}
+        return self._summaries(rows, consents), ((rows[-1][2], rows[-1][0]) if more else None)
 
     def set_label(self, person_id: str, label: str | None, *, actor: str = "system") -> None:
         """Change (or clear, with None) a person's label; the old one is overwritten on disk."""
@@ -432,8 +435,7 @@ class GalleryStore:
             consents = consents_of(tx.conn, person_id)
             status = consent_status(consents, tx.now)
             if status != ACTIVE:
-                raise ConsentError(f"person {person_id} has no valid consent ({status}); record "
-                                   "a new consent before adding templates")
+                raise ConsentError.no_valid_consent(person_id, status)
             new: dict[str, np.ndarray] = {}
             for vec, qual, source in prepared:
                 tid = new_id(TEMPLATE)
