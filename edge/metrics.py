@@ -31,8 +31,7 @@ class Reading:
     frames: int
     faces: int
     embeddings: int
-    decisions: dict[str, int]
-    events: int
+    decisions: dict[str, int]  # identity events queued, by kind
     camera_captured: int | None
     camera_dropped: int | None
     camera_outages: int | None
@@ -72,7 +71,7 @@ class _Collector:
         for decision in ("recognized", "unknown"):
             decisions.add_metric([decision], r.decisions.get(decision, 0))
         yield decisions
-        yield counter("events", "Events committed to the outbox", r.events)
+        yield counter("events", "Events committed to the outbox", sum(r.decisions.values()))
         if r.camera_captured is not None:
             yield counter("camera_frames_captured", "Frames read from the camera",
                           r.camera_captured)

@@ -13,7 +13,6 @@ import ssl
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -153,32 +152,22 @@ def test_failure_limiter_blocks_then_refills() -> None:
 # --------------------------------------------------------------------------- a running daemon
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory, models_dir: Path,
-            module_broker: Broker) -> Iterator[ApiDaemon]:
-    daemon = make_daemon(tmp_path_factory.mktemp("guarded"), models_dir, module_broker,
-                         EDGE_FACE_API__AUTH_FAILURES_PER_MINUTE="1000")
-    daemon.start(wait_ready=True)
-    yield daemon
-    daemon.stop()
-
-
-def test_revoked_and_rotated_tokens_stop_working_on_the_next_request(guarded: ApiDaemon) -> None:
-    secret = guarded.token("short-lived")
-    with guarded.client(secret) as api:
+def test_revoked_and_rotated_tokens_stop_working_on_the_next_request(station: ApiDaemon) -> None:
+    secret = station.token("short-lived")
+    with station.client(secret) as api:
         assert api.get("/v1/persons").status_code == 200
-        run_cli(guarded.env, "token", "revoke", "short-lived")
+        run_cli(station.env, "token", "revoke", "short-lived")
         refused = api.get("/v1/persons")
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
-    old = guarded.token("rotating")
-    new = json.loads(run_cli(guarded.env, "token", "rotate", "rotating", "--json").stdout)["token"]
-    with guarded.client(old) as stale, guarded.client(new) as fresh:
+    old = station.token("rotating")
+    new = json.loads(run_cli(station.env, "token", "rotate", "rotating", "--json").stdout)["token"]
+    with station.client(old) as stale, station.client(new) as fresh:
         assert stale.get("/v1/persons").status_code == 401
         assert fresh.get("/v1/persons").status_code == 200
 
 
-def test_bad_credentials_are_401_whatever_their_shape(guarded: ApiDaemon) -> None:
-    with guarded.client() as anon:
+def test_bad_credentials_are_401_whatever_their_shape(station: ApiDaemon) -> None:
+    with station.client() as anon:
         assert anon.get("/v1/persons").json()["detail"] == "a bearer token is required"
         for header in ("Bearer", "Basic dXNlcjpwYXNz", "Bearer " + "A" * 5000,
                        "Bearer eft_" + "x" * 43, "bearer"):
@@ -187,22 +176,22 @@ def test_bad_credentials_are_401_whatever_their_shape(guarded: ApiDaemon) -> Non
             assert "Bearer" in r.headers.get("www-authenticate", "Bearer"), header
 
 
-def test_a_damaged_token_file_refuses_everyone_until_repaired(guarded: ApiDaemon) -> None:
-    secret = guarded.token("survivor")
-    path = Path(guarded.env["EDGE_FACE_STORAGE__DATA_DIR"]) / "api-tokens.json"
+def test_a_damaged_token_file_refuses_everyone_until_repaired(station: ApiDaemon) -> None:
+    secret = station.token("survivor")
+    path = Path(station.env["EDGE_FACE_STORAGE__DATA_DIR"]) / "api-tokens.json"
     good = path.read_bytes()
     try:
         path.write_bytes(b"\x00garbage")
-        with guarded.client(secret) as api:
+        with station.client(secret) as api:
             assert api.get("/v1/persons").status_code == 401
             assert api.get("/healthz").status_code == 200  # alive, just locked
     finally:
         path.write_bytes(good)
         path.chmod(0o600)
-    with guarded.client(secret) as api:
+    with station.client(secret) as api:
         assert api.get("/v1/persons").status_code == 200
     assert any(r.get("msg") == "api tokens unusable; every request is refused"
-               for r in guarded.records())
+               for r in station.records())
 
 
 def test_repeated_failures_from_one_client_are_slowed_down(tmp_path: Path, models_dir: Path,

@@ -285,7 +285,7 @@ class Daemon:
         c = self.counters
         return Reading(
             frames=c.frames, faces=c.faces, embeddings=c.embedded,
-            decisions=dict(c.decisions), events=c.events,
+            decisions=dict(c.decisions),
             camera_captured=cam.captured if cam else None,
             camera_dropped=cam.dropped if cam else None,
             camera_outages=cam.outages if cam else None,
