@@ -9,11 +9,12 @@ STAMP  := $(VENV)/.installed
 # for the operator page; an aarch64 cross compiler and qemu, to build and run the matcher's Jetson
 # kernel); installed when missing.
 DEMO_DEB_PACKAGES := mosquitto mosquitto-clients
+# The end-to-end test (tests/test_e2e_fleet.py): a debootstrapped Debian booted by systemd-nspawn,
+# configured over SSH by the Ansible playbook. Defined before TEST_DEB_PACKAGES, which := expands
+# at once (after it, the list came out empty and a clean machine skipped the e2e).
+E2E_DEB_PACKAGES := debootstrap systemd-container openssh-client
 TEST_DEB_PACKAGES := $(DEMO_DEB_PACKAGES) systemd chromium \
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user $(E2E_DEB_PACKAGES)
-# The end-to-end test (tests/test_e2e_fleet.py): a debootstrapped Debian booted by systemd-nspawn,
-# configured over SSH by the Ansible playbook.
-E2E_DEB_PACKAGES := debootstrap systemd-container openssh-client
 DEB_PACKAGES = $(TEST_DEB_PACKAGES)
 
 # TensorRT 10.x API stubs (JetPack 6.1/6.2 ship 10.3) for the type check of the TensorRT backend
