@@ -67,6 +67,33 @@ def test_a_stubs_only_tensorrt_package_is_not_taken_for_tensorrt(
         create_session(yunet, InferenceConfig(backend="tensorrt"))
 
 
+def test_tensorrt_failing_inside_pybind_falls_back_to_the_cpu(
+        yunet: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """No CUDA at run time: trt.Runtime(...) raises pybind11's TypeError, not a BackendError.
+    (A stand-in module: real TensorRT cannot exist here.)"""
+    fake = types.ModuleType("tensorrt")
+    fake.Builder = object  # type: ignore[attr-defined]
+    backend_fake = types.ModuleType("edge.inference.tensorrt")
+
+    def open_session(*args: object) -> None:
+        raise TypeError("__init__(): factory function returned nullptr")
+
+    backend_fake.open_session = open_session  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setitem(sys.modules, "edge.inference.tensorrt", backend_fake)
+    import edge.inference
+
+    monkeypatch.setattr(edge.inference, "tensorrt", backend_fake, raising=False)
+    with caplog.at_level(logging.INFO, logger="edge.inference.backend"):
+        session = create_session(yunet, InferenceConfig(backend="auto"))
+    assert session.backend == "onnxruntime-cpu"
+    skipped = {getattr(r, "backend", ""): getattr(r, "reason", "") for r in caplog.records
+               if r.getMessage() == "backend skipped"}
+    assert "factory function returned nullptr" in skipped["tensorrt"]
+    with pytest.raises(BackendError, match="TensorRT failed: TypeError"):
+        create_session(yunet, InferenceConfig(backend="tensorrt"))
+
+
 def test_nothing_loads_names_every_backend_and_its_reason(
         tmp_path: Path) -> None:
     broken = tmp_path / "broken.onnx"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,36 @@ def test_two_builders_at_once_build_one_engine(tmp_path: Path) -> None:
     first.join(10)
     second.join(10)
     assert builds == [1] and sorted(results) == [False, True]
+
+
+def test_waiting_on_another_build_is_reported_like_a_build(tmp_path: Path) -> None:
+    """The daemon blocked behind ``build-engines`` must keep extending systemd's start timeout."""
+    cache = EngineCache(tmp_path)
+    starts: list[str] = []
+    waiting, release = threading.Event(), threading.Event()
+
+    def hook(model: str, started: bool) -> None:
+        if started:
+            starts.append(model)
+            if len(starts) == 2:  # the second thread is now blocked on the lock
+                waiting.set()
+
+    def build() -> bytes:
+        release.wait(10)
+        return b"engine"
+
+    with ec.build_hook(hook):
+        first = threading.Thread(target=get_or_build, args=(cache, _key(), build, lambda d: d))
+        first.start()
+        while not starts:
+            time.sleep(0.01)
+        second = threading.Thread(target=get_or_build, args=(cache, _key(), build, lambda d: d))
+        second.start()
+        assert waiting.wait(10)
+        release.set()
+        first.join(10)
+        second.join(10)
+    assert starts == [_key().model, _key().model]
 
 
 def test_build_hooks_see_start_and_end_and_cannot_break_a_build(tmp_path: Path) -> None:

@@ -106,8 +106,14 @@ def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0
         except Exception as exc:  # a broken install raises its own errors at import
             raise BackendError(f"TensorRT failed to import: {type(exc).__name__}: {exc}") from None
         shapes = profile if profile is not None else default_profile(model)
-        return trt_backend.open_session(model, shapes, config.precision, config.workspace_mb,
-                                        engine_dir(config, model.parent))
+        try:
+            return trt_backend.open_session(model, shapes, config.precision,
+                                            config.workspace_mb, engine_dir(config, model.parent))
+        except (RuntimeError, TypeError) as exc:
+            # pybind11 says "factory function returned nullptr" (TypeError) when CUDA cannot
+            # start, and TensorRT raises RuntimeError: both mean "this backend does not load",
+            # so auto falls back instead of stopping the daemon.
+            raise BackendError(f"TensorRT failed: {type(exc).__name__}: {exc}") from None
     raise BackendError(f"unknown inference backend {name!r}")  # pragma: no cover
 
 

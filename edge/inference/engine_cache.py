@@ -255,7 +255,14 @@ class EngineCache:
             yield
             return
         try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Another process is building this engine, for minutes: waiting for it is as
+                # long as a build of our own, so systemd is told the same way.
+                log.info("waiting for another process's engine build", extra={"model": model})
+                with building(model):
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             yield
         finally:
             fh.close()
