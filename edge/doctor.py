@@ -26,6 +26,7 @@ import shutil
 import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -433,17 +434,24 @@ def run_doctor(config: Config, image: Path | None = None) -> Report:
         sample = _sample(config, image)
         report.backends = [probe_backend(name, config, sample) for name in AUTO_ORDER]
     report.checks.append(_backend_check(config, report.backends))
-    report.checks.append(check_camera(config))
-    report.checks.append(check_broker(config))
-    report.checks.append(check_api(config))
-    report.checks.append(check_api_tokens(config))
-    report.checks.append(check_dir("data_dir", config.storage.data_dir,
-                                   "the daemon creates it"))
-    report.checks.append(check_key_file(config.storage.key_file))
-    report.checks.append(check_dir("engine_cache", engine_dir(config.inference,
-                                                              config.models.dir),
-                                   "created at the first GPU engine build"))
-    report.checks.append(check_disk(config.storage.data_dir))
+    checks: list[tuple[str, Callable[[], Check]]] = [
+        ("camera", lambda: check_camera(config)),
+        ("broker", lambda: check_broker(config)),
+        ("api", lambda: check_api(config)),
+        ("api_tokens", lambda: check_api_tokens(config)),
+        ("data_dir", lambda: check_dir("data_dir", config.storage.data_dir,
+                                       "the daemon creates it")),
+        ("key_file", lambda: check_key_file(config.storage.key_file)),
+        ("engine_cache", lambda: check_dir("engine_cache", engine_dir(
+            config.inference, config.models.dir), "created at the first GPU engine build")),
+        ("disk", lambda: check_disk(config.storage.data_dir)),
+    ]
+    for name, check in checks:
+        try:
+            report.checks.append(check())
+        except OSError as exc:  # e.g. run by an admin who may not look into the service's dirs
+            report.checks.append(Check(name, "fail", f"{exc.strerror or exc}: "
+                                                     f"{exc.filename or ''}".rstrip(": ")))
     return report
 
 

@@ -218,3 +218,25 @@ def test_api_check_recognises_the_running_daemon(tmp_path: Path, models_dir: Pat
     assert _checks(report)["api"] == {"name": "api", "status": "ok", "detail":
                                       f"the daemon's API answers on http://127.0.0.1:"
                                       f"{daemon.port}"}
+
+
+def test_a_directory_this_user_may_not_enter_is_a_failing_check(
+        tmp_path: Path, models_dir: Path, mqtt_broker: Broker,  # noqa: F811
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An admin outside the service's group running the doctor: a line, not a traceback.
+    (The tests run as root, who may enter any directory, so Path.exists is made to answer as
+    Python 3.11 does for a user without search permission on the parent.)"""
+    config = _config(tmp_path, models_dir, mqtt_broker.port)
+    key_path = tmp_path / "keys" / "template.key"
+    real_exists = Path.exists
+
+    def exists(self: Path, *args: object, **kwargs: object) -> bool:
+        if self == key_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    code, report, _ = _doctor(config, capsys)
+    key = {c["name"]: c for c in report["checks"]}["key_file"]
+    assert code == 1 and key["status"] == "fail"
+    assert key["detail"] == f"Permission denied: {key_path}"
