@@ -1,7 +1,7 @@
 """The Ansible role and playbook: `--syntax-check` and `ansible-lint --profile production`.
 
 Both tools come with the dev extra (pyproject.toml), so `make test` has them. Applying the role
-to a real systemd is the end-to-end test's part (tests/e2e/).
+to a real systemd is the end-to-end test's part (tests/test_e2e_fleet.py).
 """
 
 from __future__ import annotations

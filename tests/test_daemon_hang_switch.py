@@ -1,7 +1,7 @@
 """The test-only hang switch: inert unless armed by its environment variable and its file.
 
-The watchdog restart it exists for is proven on a real systemd in tests/e2e/; here only the
-switch itself, and that no config file or config override can arm it.
+The watchdog restart it exists for is proven on a real systemd in tests/test_e2e_fleet.py; here
+only the switch itself, and that no config file or config override can arm it.
 """
 
 from __future__ import annotations

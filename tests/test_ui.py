@@ -61,8 +61,17 @@ def test_recent_events_keep_ids_not_labels() -> None:
     newest, truncated = ring.after(3, 1)
     assert [e["seq"] for e in newest] == [5] and truncated
     assert ring.after(5, 10) == ([], False)
+    first, truncated = ring.after(0, 2)  # a page's first poll wants the latest, skips nothing
+    assert [e["seq"] for e in first] == [4, 5] and not truncated
     with pytest.raises(ValueError, match="at least 1"):
         RecentEvents(capacity=0)
+
+
+def test_the_feeds_schema_lists_exactly_the_fields_the_ring_keeps() -> None:
+    from edge.api.routes.events import EventSummary
+    from edge.events.recent import FEED_FIELDS
+
+    assert set(EventSummary.model_fields) == {"seq", *FEED_FIELDS}
 
 
 def test_events_route_needs_a_token_and_checks_input(station: ApiDaemon) -> None:

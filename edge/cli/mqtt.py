@@ -45,11 +45,13 @@ def _discovery(args: argparse.Namespace, config: Config) -> int:
     from edge.events.discovery import describe, discovery_messages
     from edge.events.publisher import publish_retained
 
-    messages = discovery_messages(config, remove=args.remove)
+    messages = discovery_messages(config)
+    # An empty retained payload is how MQTT (and Home Assistant) removes an entity.
     publish_retained(config.mqtt, f"edge-face-{config.device.id}-discovery",
-                     [(m.topic, m.payload) for m in messages], timeout=args.timeout)
+                     [(m.topic, b"" if args.remove else m.payload) for m in messages],
+                     timeout=args.timeout)
     action = "removed" if args.remove else "published"
-    entities = describe(discovery_messages(config))
+    entities = describe(messages)
     if args.json:
         print(json.dumps({"action": action, "device_id": config.device.id,
                           "discovery_prefix": config.mqtt.discovery_prefix,

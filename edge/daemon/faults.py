@@ -2,11 +2,12 @@
 
 Why it exists: "a hung pipeline is killed by systemd's watchdog" is a claim about the unit
 (``WatchdogSec=``) and the daemon (the loop pets it) together, and only a real hang on a real
-systemd shows it (the end-to-end test, tests/e2e/). Why it cannot be reached by accident: it is
-not a config key (``config.toml`` and ``EDGE_FACE_<SECTION>__<KEY>`` cannot name it), only the
-environment variable ``EDGE_FACE_TEST_HANG_FILE``, which the shipped unit and the Ansible role
-never set; and even then nothing happens until that file exists. The daemon logs a warning at
-start-up whenever the switch is armed, so a device that has it is visible in the journal.
+systemd shows it (the end-to-end test, tests/test_e2e_fleet.py). Why it cannot be reached by
+accident: it is not a config key (``config.toml`` and ``EDGE_FACE_<SECTION>__<KEY>`` cannot
+name it), only the environment variable ``EDGE_FACE_TEST_HANG_FILE``, which the shipped unit and
+the Ansible role never set; and even then nothing happens until that file exists. The daemon
+logs a warning at start-up whenever the switch is armed, so a device that has it is visible in
+the journal.
 """
 
 from __future__ import annotations

@@ -109,15 +109,14 @@ def entity_configs(config: Config) -> list[tuple[str, str, dict[str, Any]]]:
     return entities
 
 
-def discovery_messages(config: Config, *, remove: bool = False) -> list[DiscoveryMessage]:
-    """The retained messages that announce (or, with ``remove``, withdraw) this device."""
+def discovery_messages(config: Config) -> list[DiscoveryMessage]:
+    """The retained messages that announce this device (an empty payload withdraws each)."""
     prefix = config.mqtt.discovery_prefix  # checked by the config loader
     node = node_id(config.device.id)
     out = []
     for component, object_id, entity in entity_configs(config):
         assert component not in PICTURE_COMPONENTS
-        payload = b"" if remove else json.dumps(entity, sort_keys=True,
-                                                separators=(",", ":")).encode()
+        payload = json.dumps(entity, sort_keys=True, separators=(",", ":")).encode()
         out.append(DiscoveryMessage(f"{prefix}/{component}/{node}/{object_id}/config", payload,
                                     component, object_id))
     return out

@@ -169,6 +169,7 @@ def publish_retained(mqtt: MqttConfig, client_id: str, messages: Sequence[tuple[
     client.on_connect = on_connect
     client.on_publish = on_publish
     deadline = time.monotonic() + timeout
+    client.connect_timeout = timeout  # paho's own default is 5 s, whatever --timeout says
     try:
         client.connect(mqtt.host, mqtt.port, mqtt.keepalive)
     except (OSError, ValueError) as exc:

@@ -40,7 +40,10 @@ class RecentEvents:
 
     def after(self, after: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
         """The newest ``limit`` events with ``seq > after``, oldest first, and whether older
-        ones that also matched were left out (the poller fell behind by more than ``limit``)."""
+        ones that also matched were left out (the poller fell behind by more than ``limit``).
+
+        A first poll (``after`` 0) asks for the latest, not for everything: nothing it did
+        not get counts as skipped, or every page load would say events were lost."""
         with self._lock:
             newer = [dict(e) for e in self._ring if e["seq"] > after]
-        return newer[-max(1, limit):], len(newer) > limit
+        return newer[-max(1, limit):], after > 0 and len(newer) > limit
