@@ -157,3 +157,20 @@ def test_prelu_rewrite_computes_the_same_function() -> None:
     after = ort.InferenceSession(rewritten.SerializeToString(),
                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    from edge.models import manifest
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"graph bytes")
+    digest = sha256_file(model)
+    assert manifest.verified_sha256(model, digest)  # writes the stamp
+    calls: list[Path] = []
+    real = manifest.sha256_file
+    monkeypatch.setattr(manifest, "sha256_file", lambda p: calls.append(p) or real(p))
+    assert manifest.known_sha256(model) == digest and calls == []
+    model.write_bytes(b"another graph")  # rewritten: the stamp no longer speaks for it
+    assert manifest.known_sha256(model) == real(model) and calls == [model]

@@ -35,7 +35,7 @@ from edge.inference.engine_cache import (
     ShapeRange,
     get_or_build,
 )
-from edge.models.manifest import sha256_file
+from edge.models.manifest import known_sha256
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,12 @@ class TensorRTSession:
         except BaseException:
             self.close()
             raise
+        self._out_shapes = self._output_shapes()
+
+    def _output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What the outputs are for the input shapes set now (asked again only when they change:
+        a dozen binding calls per frame otherwise)."""
+        return {n: _shape(self._context.get_tensor_shape(n)) for n in self.output_names}
 
     def _set_shape(self, name: str, shape: tuple[int, ...]) -> None:
         if not self._context.set_input_shape(name, _dims(shape)):
@@ -221,6 +227,7 @@ class TensorRTSession:
             outputs: list[str] | None = None) -> list[np.ndarray]:
         wanted = outputs or self.output_names
         with self._lock:
+            reshaped = False
             for name in self.input_names:
                 if name not in feeds:
                     raise BackendError(f"missing input {name!r}")
@@ -233,16 +240,19 @@ class TensorRTSession:
                 if self._shapes.get(name) != shape:
                     self._set_shape(name, shape)
                     self._shapes[name] = shape
+                    reshaped = True
                 buffers = self._buffers[name]
                 host = buffers.host.view(buffers.dtype, shape)
                 np.copyto(host, array, casting="same_kind")
                 self._stream.upload(buffers.device, buffers.host, host.nbytes)
+            if reshaped:
+                self._out_shapes = self._output_shapes()
             if not self._context.execute_async_v3(self._stream.handle):
                 raise BackendError("TensorRT execute_async_v3 failed")
             views = []
             for name in wanted:
                 buffers = self._buffers[name]
-                shape = _shape(self._context.get_tensor_shape(name))
+                shape = self._out_shapes[name]
                 host = buffers.host.view(buffers.dtype, shape)
                 self._stream.download(buffers.host, buffers.device, host.nbytes)
                 views.append(host)
@@ -265,7 +275,7 @@ def open_session(model: Path, profile: Profile, precision: str, workspace_mb: in
     cuda = CudaRuntime()
     device = cuda.device()
     cache = EngineCache(engine_dir)
-    key = EngineKey(model=model.stem, onnx_sha256=sha256_file(model), tensorrt=version,
+    key = EngineKey(model=model.stem, onnx_sha256=known_sha256(model), tensorrt=version,
                     gpu=device.name, compute_capability=device.compute_capability,
                     precision=precision, shapes=EngineKey.shapes_of(profile))
     timing_path = cache.timing_path(version, device.name, device.compute_capability)

@@ -122,3 +122,15 @@ def verified_sha256(path: Path, expected: str) -> bool:
     with contextlib.suppress(OSError):
         stamp.write_text(key + "\n", encoding="ascii")
     return True
+
+
+def known_sha256(path: Path) -> str:
+    """The file's sha256: from its ``verified_sha256`` stamp while the file is unchanged (no
+    hashing at each start), else computed."""
+    st = path.stat()
+    with contextlib.suppress(OSError, ValueError):
+        digest, size, mtime = path.with_name(path.name + ".verified").read_text(
+            encoding="ascii").split()
+        if (int(size), int(mtime)) == (st.st_size, st.st_mtime_ns) and len(digest) == 64:
+            return digest
+    return sha256_file(path)
