@@ -252,3 +252,15 @@ def test_profiles_cover_what_the_pipeline_asks_for() -> None:
     assert not emb.contains((17, 3, 112, 112))
     with pytest.raises(ValueError, match="min <= opt <= max"):
         ShapeRange((2, 3), (1, 3), (4, 3))
+
+
+def test_discarding_a_model_removes_its_engines_only(tmp_path: Path) -> None:
+    cache = EngineCache(tmp_path)
+    fp16, fp32 = _key(), _key(precision="fp32")
+    other = _key(model="yunet-2023mar.fp32")
+    for key in (fp16, fp32, other):
+        cache.store(key, b"engine " + key.precision.encode())
+    (tmp_path / "ort-trt").mkdir()  # onnxruntime's own cache beside ours is not touched
+    assert cache.discard_model(fp16.model) == 2
+    assert cache.load(fp16) is None and cache.load(fp32) is None
+    assert cache.load(other) == b"engine fp16" and (tmp_path / "ort-trt").is_dir()

@@ -95,7 +95,7 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
     from edge.cli.progress import progress_bar
     from edge.errors import BackendError
     from edge.inference.backend import engine_dir, load_backend
-    from edge.inference.engine_cache import detector_profile, embedder_profile
+    from edge.inference.engine_cache import EngineCache, detector_profile, embedder_profile
     from edge.models import resolve_prepared
     from edge.progress import report
 
@@ -108,10 +108,15 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
     cache_dir = engine_dir(config.inference, config.models.dir)
     models = {role: resolve_prepared(config.models.dir, role, manifest)
               for role in ("detector", "embedder")}
-    if args.force:
-        stale = [p for _, path in models.values() for p in cache_dir.glob(f"{path.stem}.*.engine*")]
-        for old in [*stale, *(cache_dir / "ort-trt").glob("*")]:
-            old.unlink(missing_ok=True)
+    if args.force:  # only the chosen backend's engines, through the cache's own naming and lock
+        if backend == "tensorrt":
+            cache = EngineCache(cache_dir)
+            for _, path in models.values():
+                cache.discard_model(path.stem)
+        else:
+            for old in (cache_dir / "ort-trt").glob("*"):
+                if old.is_file():
+                    old.unlink(missing_ok=True)
     rows = []
     # A build is minutes per model on a Jetson: a bar (on a terminal only) shows how far it got.
     with progress_bar("build engines", "engine", enabled=not args.json) as bar:

@@ -224,6 +224,16 @@ class EngineCache:
                 _unlink(meta_file.with_name(meta_file.name[: -len(META_SUFFIX)] + ENGINE_SUFFIX))
         return True
 
+    def discard_model(self, model: str) -> int:
+        """Remove every cached engine of ``model`` (any key), under its build lock; how many."""
+        removed = 0
+        with self.lock(model):
+            for meta in self._entries(model):
+                _unlink(meta)  # metadata first, as in discard
+                _unlink(meta.with_name(meta.name[:-len(META_SUFFIX)] + ENGINE_SUFFIX))
+                removed += 1
+        return removed
+
     def discard(self, key: EngineKey) -> None:
         _unlink(self.meta_path(key))  # metadata first: a half-removed entry reads as corrupt
         _unlink(self.engine_path(key))
