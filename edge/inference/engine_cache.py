@@ -220,8 +220,7 @@ class EngineCache:
             return False
         for meta_file in self._entries(key.model):
             if meta_file != self.meta_path(key):
-                _unlink(meta_file)
-                _unlink(meta_file.with_name(meta_file.name[: -len(META_SUFFIX)] + ENGINE_SUFFIX))
+                _drop_entry(meta_file)
         return True
 
     def discard_model(self, model: str) -> int:
@@ -229,8 +228,7 @@ class EngineCache:
         removed = 0
         with self.lock(model):
             for meta in self._entries(model):
-                _unlink(meta)  # metadata first, as in discard
-                _unlink(meta.with_name(meta.name[:-len(META_SUFFIX)] + ENGINE_SUFFIX))
+                _drop_entry(meta)
                 removed += 1
         return removed
 
@@ -276,6 +274,12 @@ class EngineCache:
             yield
         finally:
             fh.close()
+
+
+def _drop_entry(meta_file: Path) -> None:
+    """An engine and its metadata, metadata first: a half-removed entry reads as corrupt."""
+    _unlink(meta_file)
+    _unlink(meta_file.with_name(meta_file.name[: -len(META_SUFFIX)] + ENGINE_SUFFIX))
 
 
 def _unlink(path: Path) -> None:
