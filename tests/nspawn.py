@@ -20,10 +20,11 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
+
+from mqtt_broker import free_port
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("EDGE_FACE_E2E_MIRROR", "http://deb.debian.org/debian")
@@ -78,12 +79,6 @@ def cached_rootfs() -> tuple[Path, float]:
     shutil.rmtree(target, ignore_errors=True)
     work.rename(target)
     return target, time.monotonic() - t0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Container:

@@ -36,7 +36,8 @@ class FallbackBrokerError(EdgeError):
     """amqtt is not installed, or its broker could not listen."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on at the moment (for the demo's broker and daemon)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -69,7 +70,7 @@ class FallbackBroker:
                 "or install mosquitto") from None
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        port = self._want_port or _free_port()
+        port = self._want_port or free_port()
         loop = asyncio.new_event_loop()
         started: concurrent.futures.Future[None] = concurrent.futures.Future()
 

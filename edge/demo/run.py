@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -39,12 +38,6 @@ BROKER_CHOICES = ("auto", "amqtt", "mosquitto")
 #: Where Debian and Ubuntu install mosquitto; often not on a normal user's PATH.
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
 MARKER = ".edge-face-demo"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cli(env: dict[str, str], *args: str) -> dict:
@@ -96,7 +89,7 @@ def _broker(choice: str, work: Path) -> Iterator[tuple[int, str]]:
         finally:
             library.stop()
         return
-    port = _free_port()
+    port = fallback_broker.free_port()
     conf = work / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
