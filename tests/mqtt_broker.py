@@ -359,6 +359,10 @@ class Received:
     def json(self) -> Any:
         return json.loads(self.payload)
 
+    def __iter__(self) -> Iterator[Any]:
+        """``topic, payload, retain = message``: tests that compare plain tuples unpack it."""
+        return iter((self.topic, self.payload, self.retain))
+
 
 class Subscriber:
     """A real paho client that records every message it gets; bounded waits, never sleeps."""

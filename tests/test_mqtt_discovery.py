@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import jinja2.sandbox
 import pytest
-from mqtt_broker import Broker, broker_factory, free_port, mqtt_broker  # noqa: F401 (fixtures)
-from paho.mqtt import client as mqtt_client
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_broker import (  # noqa: F401 (broker_factory, mqtt_broker: fixtures)
+    Broker,
+    Received,
+    Subscriber,
+    broker_factory,
+    free_port,
+    mqtt_broker,
+)
 from test_daemon import door  # noqa: F401 (fixture: enrolled person, clip, mosquitto)
 
 from edge.cli import main as cli_main
@@ -180,44 +183,18 @@ def test_no_payload_can_carry_a_picture_or_an_unknown_person(tmp_path: Path) -> 
 # --------------------------------------------------------------- over a real mosquitto
 
 
-class _Reader:
-    """A real paho client that records retained flags, payloads and arrival order."""
+class _Reader(Subscriber):
+    """The shared recording subscriber, waiting as these tests do (``WAIT_S``)."""
 
-    def __init__(self, broker: Broker, topic: str = "#") -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._cv = threading.Condition()
-        ready = threading.Event()
-        self.client = mqtt_client.Client(CallbackAPIVersion.VERSION2,
-                                         client_id=f"ha-{uuid.uuid4().hex[:8]}")
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: ready.set()
-        self.client.connect(broker.host, broker.port)
-        self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-        assert ready.wait(WAIT_S)
-
-    def _on_message(self, c: object, u: object, msg: mqtt_client.MQTTMessage) -> None:
-        with self._cv:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self._cv.notify_all()
-
-    def wait(self, predicate: Any) -> list[tuple[str, bytes, bool]]:
-        deadline = time.monotonic() + WAIT_S
-        with self._cv:
-            while not predicate(self.messages) and time.monotonic() < deadline:
-                self._cv.wait(0.1)
-            return list(self.messages)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    def wait(self, predicate: Any) -> list[Received]:
+        return self.wait_for(predicate, timeout=WAIT_S)
 
 
-def _configs(messages: list[tuple[str, bytes, bool]]) -> dict[str, bytes]:
+def _configs(messages: list[Received]) -> dict[str, bytes]:
     return {t: p for t, p, _ in messages if t.startswith("homeassistant/")}
 
 
-def _until_online(config: Config, broker: Broker) -> list[tuple[str, bytes, bool]]:
+def _until_online(config: Config, broker: Broker) -> list[Received]:
     """Run the daemon's publisher until its online status arrives; what a subscriber got."""
     live = _Reader(broker)
     pub = Publisher.from_config(config, reconnect_min_s=0.1, reconnect_max_s=1.0)
