@@ -63,8 +63,9 @@ def default_profile(model: Path) -> Profile:
     return {}
 
 
-def _load(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0,
-          profile: Profile | None = None) -> InferenceSession:
+def load_backend(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0,
+                 profile: Profile | None = None) -> InferenceSession:
+    """One named backend, no fallback (the doctor and ``build-engines`` probe each in turn)."""
     threads = config.threads or auto_threads
     if name == "onnxruntime-cpu":
         from edge.inference.ort import OrtSession
@@ -123,12 +124,6 @@ def _ort_version() -> str:
     return str(onnxruntime.__version__)
 
 
-def load_backend(name: str, model: Path, config: InferenceConfig, auto_threads: int = 0,
-                 profile: Profile | None = None) -> InferenceSession:
-    """One named backend, no fallback (the doctor and ``build-engines`` probe each in turn)."""
-    return _load(name, model, config, auto_threads, profile)
-
-
 def create_session(model: Path, config: InferenceConfig, auto_threads: int = 0,
                    profile: Profile | None = None) -> InferenceSession:
     """Load ``model`` on the configured backend (``auto``: the fastest that loads).
@@ -139,11 +134,11 @@ def create_session(model: Path, config: InferenceConfig, auto_threads: int = 0,
     input shapes the GPU backends build for (default: from the graph, see ``default_profile``).
     """
     if config.backend != "auto":
-        return _load(config.backend, model, config, auto_threads, profile)
+        return load_backend(config.backend, model, config, auto_threads, profile)
     reasons = []
     for name in AUTO_ORDER:
         try:
-            session = _load(name, model, config, auto_threads, profile)
+            session = load_backend(name, model, config, auto_threads, profile)
         except BackendError as exc:
             reasons.append(f"{name}: {exc}")
             # Info, not debug: "why is this Jetson running on the CPU?" must be answerable

@@ -93,15 +93,13 @@ class OrtSession:
         else:
             self._session = self._open(model, _options(threads, True), providers)
         self.backend = backend
-        if backend == "onnxruntime-gpu":
-            # onnxruntime quietly drops a provider whose libraries fail to load (no cuDNN, a
-            # TensorRT of another version) and runs on the CPU: that is not a GPU backend.
-            active = [p for p in self._session.get_providers() if p in GPU_PROVIDERS]
-            if not active:
-                raise BackendError("onnxruntime dropped its CUDA and TensorRT providers while "
-                                   "loading (their libraries did not load); it would run on "
-                                   "the CPU")
-            self.providers = active
+        # onnxruntime quietly drops a provider whose libraries fail to load (no cuDNN, a
+        # TensorRT of another version) and runs on the CPU: that is not a GPU backend.
+        if backend == "onnxruntime-gpu" and not any(
+                p in GPU_PROVIDERS for p in self._session.get_providers()):
+            raise BackendError("onnxruntime dropped its CUDA and TensorRT providers while "
+                               "loading (their libraries did not load); it would run on "
+                               "the CPU")
         self.input_names = [i.name for i in self._session.get_inputs()]
         self.output_names = [o.name for o in self._session.get_outputs()]
 
