@@ -35,6 +35,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.errors import EdgeError
+from edge.tracking.iou import iou_matrix
 
 #: Embeddings must agree with the CPU fp32 reference at least this well (cosine).
 MIN_COSINE = 0.99
@@ -188,14 +189,6 @@ def _median_ms(run: Any) -> float:
     return round(float(np.median(times)), 2)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    iw = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def _sample(config: Config, image_path: Path | None) -> _Sample:
     """The input every backend sees and the CPU fp32 reference's answers on it."""
     from edge.detection.yunet import YuNet
@@ -234,7 +227,7 @@ def probe_backend(name: str, config: Config, sample: _Sample) -> BackendRow:
     from edge.detection.yunet import YuNet
     from edge.embedding.sface import SFace
     from edge.inference.backend import load_backend
-    from edge.inference.engine_cache import detector_profile, embedder_profile
+    from edge.inference.engine_cache import role_profile
     from edge.models import load_manifest, resolve_prepared
 
     manifest = load_manifest()
@@ -242,11 +235,11 @@ def probe_backend(name: str, config: Config, sample: _Sample) -> BackendRow:
     try:
         det_spec, det_path = resolve_prepared(config.models.dir, "detector", manifest)
         emb_spec, emb_path = resolve_prepared(config.models.dir, "embedder", manifest)
+        size = config.detection.input_size
         det = load_backend(name, det_path, inference, auto_threads=1,
-                           profile=detector_profile(det_spec.input_name,
-                                                    config.detection.input_size))
+                           profile=role_profile("detector", det_spec.input_name, size))
         emb = load_backend(name, emb_path, inference,
-                           profile=embedder_profile(emb_spec.input_name))
+                           profile=role_profile("embedder", emb_spec.input_name, size))
     except EdgeError as exc:
         return BackendRow(name, False, str(exc))
     detector, embedder = YuNet(det, config.detection), SFace(emb)
@@ -259,7 +252,8 @@ def probe_backend(name: str, config: Config, sample: _Sample) -> BackendRow:
     except EdgeError as exc:
         return BackendRow(name, False, f"loads but fails to run: {exc}")
     cosine = float(np.min(np.sum(embeddings * sample.reference, axis=1)))
-    ious = [max((_iou(box, f.box) for f in faces), default=0.0) for box in sample.boxes]
+    overlap = iou_matrix(np.asarray(sample.boxes), np.asarray([f.box for f in faces]))
+    ious = [float(row.max()) if row.size else 0.0 for row in overlap]
     agreement: dict[str, Any] = {
         "input": sample.source, "faces": len(faces), "reference_faces": len(sample.boxes),
         "cosine_min": round(cosine, 5), "iou_min": round(min(ious), 4) if ious else None}

@@ -25,7 +25,7 @@ from edge.errors import ImageError
 from edge.face import Face
 from edge.imageio import LoadedImage, load_image
 from edge.inference import create_session
-from edge.inference.engine_cache import detector_profile, embedder_profile
+from edge.inference.engine_cache import role_profile
 from edge.models import load_manifest, resolve_prepared
 from edge.quality import measure, score
 
@@ -83,10 +83,11 @@ class FaceEngine:
         # Measured on a 2-core x86: YuNet at 640x384 takes 5.7 ms on one thread, 8.4 ms on two.
         det_session = create_session(
             det_path, config.inference, auto_threads=1,
-            profile=detector_profile(det_spec.input_name, config.detection.input_size))
+            profile=role_profile("detector", det_spec.input_name, config.detection.input_size))
         emb_session = create_session(emb_path, config.inference,
                                      auto_threads=1 if jobs > 1 else 0,
-                                     profile=embedder_profile(emb_spec.input_name))
+                                     profile=role_profile("embedder", emb_spec.input_name,
+                                                          config.detection.input_size))
         self.detector = YuNet(det_session, config.detection)
         self.embedder = SFace(emb_session)
         self.detector_id = det_spec.id

@@ -21,6 +21,7 @@ import pytest
 
 from edge.config import Config
 from edge.detection.yunet import YuNet
+from edge.doctor import MIN_COSINE, MIN_IOU
 from edge.embedding.sface import SFace
 from edge.engine import FaceEngine
 from edge.errors import BackendError
@@ -28,20 +29,9 @@ from edge.inference.backend import AUTO_ORDER, load_backend
 from edge.inference.engine_cache import detector_profile, embedder_profile
 from edge.inference.ort import OrtSession
 from edge.models import load_manifest, resolve_prepared
+from edge.tracking.iou import iou_matrix
 
 pytestmark = pytest.mark.jetson
-
-MIN_IOU = 0.9
-MIN_COSINE = 0.99
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw = max(0.0, min(ax1, bx1) - max(a[0], b[0]))
-    ih = max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    return float(inter / (a[2] * a[3] + b[2] * b[3] - inter))
-
 
 @dataclasses.dataclass
 class Loaded:
@@ -119,7 +109,7 @@ def test_detections_match_the_reference(backend: Loaded, reference: Loaded,
         got = backend.detector.nms(backend.detector.raw(image), size)
         assert len(got) == len(want), stem
         for face in want:
-            best = max(_iou(face.box, g.box) for g in got)
+            best = float(iou_matrix(face.box, [g.box for g in got]).max())
             assert best >= MIN_IOU, (stem, best)
 
 

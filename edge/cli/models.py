@@ -95,7 +95,7 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
     from edge.cli.progress import progress_bar
     from edge.errors import BackendError
     from edge.inference.backend import engine_dir, load_backend
-    from edge.inference.engine_cache import EngineCache, detector_profile, embedder_profile
+    from edge.inference.engine_cache import EngineCache, role_profile
     from edge.models import resolve_prepared
     from edge.progress import report
 
@@ -122,8 +122,7 @@ def _build_engines(args: argparse.Namespace, config: Config) -> int:
     with progress_bar("build engines", "engine", enabled=not args.json) as bar:
         report(bar, 0, len(models))
         for role, (spec, path) in models.items():
-            profile = (detector_profile(spec.input_name, config.detection.input_size)
-                       if role == "detector" else embedder_profile(spec.input_name))
+            profile = role_profile(role, spec.input_name, config.detection.input_size)
             t0 = time.monotonic()
             load_backend(backend, path, config.inference, profile=profile)
             rows.append({"role": role, "model": spec.id, "backend": backend,

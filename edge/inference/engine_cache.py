@@ -101,6 +101,14 @@ def embedder_profile(input_name: str, max_batch: int = EMBEDDER_MAX_BATCH) -> Pr
     return {input_name: ShapeRange((1, 3, 112, 112), (1, 3, 112, 112), (max_batch, 3, 112, 112))}
 
 
+def role_profile(role: str, input_name: str, detector_input_size: int) -> Profile:
+    """The profile for a model by its role: the one rule the daemon, the doctor and
+    ``build-engines`` share, so an engine built ahead of time has the key the daemon asks for."""
+    if role == "detector":
+        return detector_profile(input_name, detector_input_size)
+    return embedder_profile(input_name)
+
+
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine's validity depends on; ``digest`` names its file."""
