@@ -11,6 +11,7 @@ broker is a real mosquitto and the configs are read back by a real subscriber.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -103,10 +104,21 @@ def test_discovery_is_off_by_default_and_the_prefix_is_checked(tmp_path: Path) -
     assert all(m.topic.startswith("site/ha/") for m in discovery_messages(nested))
 
 
+def test_each_device_id_is_its_own_home_assistant_device() -> None:
+    ids = ["door-1", "door_1", "door.1", "door 1", "door:1", "DOOR.1", "tür-1", "tür.1",
+           "lobby.east", "a" * 64]
+    nodes = [node_id(i) for i in ids]
+    assert len(set(nodes)) == len(ids), dict(zip(ids, nodes, strict=True))
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", n) for n in nodes)
+    # Safe ids are kept readable, exactly as documented.
+    assert node_id("door-1") == "edge-face_door-1" and node_id("door_1") == "edge-face_door_1"
+    assert node_id("door.1") == node_id("door.1")  # stable across restarts
+
+
 def test_entities_follow_the_documented_format(tmp_path: Path) -> None:
     config = _config(tmp_path)
     node = node_id("door.1")
-    assert node == "edge-face_door_1"
+    assert re.fullmatch(r"edge-face_door_1_[0-9a-f]{8}", node), node
     messages = discovery_messages(config)
     got = {(m.component, m.object_id): m.config() for m in messages}
     assert set(got) == {("binary_sensor", "online"), ("sensor", "last_recognized"),

@@ -22,6 +22,7 @@ Every entity but *Online* is available exactly while the retained status says ``
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -54,8 +55,17 @@ class DiscoveryMessage:
 
 
 def node_id(device_id: str) -> str:
-    """The device id made safe for a discovery topic (``door.1`` -> ``edge-face_door_1``)."""
-    return "edge-face_" + _NODE_ID_UNSAFE.sub("_", device_id)
+    """The device id made safe for a discovery topic, one node per device id.
+
+    A safe id is kept as it is (``door-1`` -> ``edge-face_door-1``). An id that had to change
+    gets a short digest of the original (``door.1`` -> ``edge-face_door_1_<8 hex>``): without
+    it ``door.1`` and ``door_1`` in one fleet would be one Home Assistant device, each
+    overwriting the other's entities.
+    """
+    safe = _NODE_ID_UNSAFE.sub("_", device_id)
+    if safe != device_id:
+        safe += "_" + hashlib.sha256(device_id.encode()).hexdigest()[:8]
+    return "edge-face_" + safe
 
 
 def _last_recognized_template(include_label: bool) -> str:
