@@ -233,7 +233,7 @@ def test_publisher_announces_on_connect_before_online(tmp_path: Path,
         late.close()
     assert len(kept) == 4 and all(retained for _, _, retained in kept)
     for topic, payload, _ in kept:
-        check_documented_format(topic, json.loads(payload), "homeassistant", "edge-face_door_1")
+        check_documented_format(topic, json.loads(payload), "homeassistant", node_id("door.1"))
 
 
 def test_publisher_without_discovery_announces_nothing(tmp_path: Path,
