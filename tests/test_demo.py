@@ -1,5 +1,7 @@
 """The demo on its fallback broker (amqtt), and that broker driven by real paho clients.
 
+mosquitto is the demo's first choice: with it on PATH, the library broker is not started.
+
 The demo test runs ``python -m edge.demo.run`` as a user would, with every folder that holds a
 ``mosquitto`` removed from PATH, and checks that the subscriber saw each event of the clip and
 the status pair around them. mosquitto stays the broker the rest of the suite trusts for
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_broker import mosquitto_binary
 from paho.mqtt import client as mqtt_client
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -85,6 +88,18 @@ def test_demo_without_mosquitto_uses_amqtt_and_every_event_arrives(
     # Every event the daemon queued was acknowledged by the broker: nothing left behind.
     with Outbox(tmp_path / "demo" / "data" / "outbox.sqlite3") as outbox:
         assert outbox.depth() == 0
+
+
+def test_demo_prefers_mosquitto_when_it_is_on_path(tmp_path: Path, models_dir: Path) -> None:
+    """mosquitto is the first choice: with it on PATH the library broker is not started."""
+    binary = Path(mosquitto_binary())
+    run = _demo(tmp_path, models_dir,
+                PATH=os.pathsep.join([str(binary.parent), _path_without_mosquitto()]))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"== broker: mosquitto ({binary})" in run.stdout
+    assert "amqtt" not in run.stdout
+    events = [p for t, p in _messages(run.stdout) if "/events/" in t]
+    assert [e["type"] for e in events] == ["camera", "recognized", "unknown"]
 
 
 def test_asking_for_mosquitto_when_it_is_hidden_fails_before_the_slow_steps(

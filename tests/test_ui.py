@@ -238,12 +238,16 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     expect(row.locator("td").nth(4)).to_have_text("0")
     shot(page, "withdrawn")
 
-    # Erasure, with the receipt on the page.
-    page.get_by_role("button", name="Delete Browser Visitor").click()
+    # Erasure, from the keyboard, with the receipt on the page and the focus on it.
+    page.get_by_role("button", name="Delete Browser Visitor").focus()
+    page.keyboard.press("Enter")
     receipt = page.locator("#receipt")
     expect(receipt).to_contain_text(person_id)
     expect(receipt).to_contain_text("Audit hash")
+    expect(page.locator("#receipt-h")).to_be_focused()
     expect(row).to_have_count(0)
+    # The enrollment result named the erased person: it goes with them.
+    expect(result).to_be_empty()
     with station.admin() as api:
         assert api.get(f"/v1/persons/{person_id}").status_code == 404
         last = api.get("/v1/audit", params={"target_id": person_id}).json()["entries"][-1]
@@ -252,7 +256,20 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     expect(receipt).to_contain_text(f"#{last['seq']}")
     shot(page, "receipt")
 
-    # The token lives in this tab only: a reload keeps the session, signing out forgets it.
+    # The browser keeps the token in this tab and nothing else: no cookie, no localStorage.
+    stored = page.evaluate("""() => ({local: localStorage.length, cookie: document.cookie,
+        session: Object.keys(sessionStorage)})""")
+    assert stored == {"local": 0, "cookie": "", "session": ["edge-face-token"]}, stored
+    # Signing out forgets the token and what the page showed (the receipt names the person).
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#receipt-section")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    assert person_id not in page.content()
+    # A reload keeps a signed-in session (the token is in the tab), then sign out for good.
+    page.get_by_label("API token").fill(station.token("ui-operator"))
+    page.get_by_label("API token").press("Enter")
+    expect(page.locator("#app")).to_be_visible()
     page.reload()
     expect(page.locator("#app")).to_be_visible()
     page.get_by_role("button", name="Sign out").click()

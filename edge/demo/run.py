@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -38,6 +39,9 @@ BROKER_CHOICES = ("auto", "amqtt", "mosquitto")
 #: Where Debian and Ubuntu install mosquitto; often not on a normal user's PATH.
 SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin")
 MARKER = ".edge-face-demo"
+CONNECT_TRIES = 50
+#: Bound on waiting for the broker (a SUBACK, the daemon's last message).
+WAIT_S = 10.0
 
 
 def _cli(env: dict[str, str], *args: str) -> dict:
@@ -154,29 +158,62 @@ def main() -> int:
     return returncode
 
 
-def _run_daemon(env: dict[str, str], port: int) -> tuple[int, list[str]]:
-    """Subscribe, run the daemon until the clip ends, return its exit code and what arrived."""
-    received: list[str] = []
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
-
-    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        received.append(msg.topic)
-        print(f"{msg.topic}  {msg.payload.decode()}", flush=True)
-
-    client.on_message = on_message
-    for _ in range(50):
+def _connect(client: mqtt.Client, port: int) -> None:
+    """Connect and subscribe before the daemon starts, so the subscriber misses nothing: a
+    mosquitto just spawned may need a moment to listen (bounded retries)."""
+    for _ in range(CONNECT_TRIES):
         try:
             client.connect("127.0.0.1", port)
             break
         except OSError:
             time.sleep(0.1)
+    else:
+        raise SystemExit(f"the demo's broker on 127.0.0.1:{port} does not accept connections")
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_: subscribed.set()
     client.subscribe(f"edge-face/{DEVICE}/#", qos=1)
     client.loop_start()
+    if not subscribed.wait(WAIT_S):
+        client.loop_stop()
+        raise SystemExit(f"the demo's broker on 127.0.0.1:{port} did not confirm the "
+                         "subscription")
+
+
+def _state(payload: str) -> str | None:
+    try:
+        doc = json.loads(payload)
+    except ValueError:
+        return None
+    return doc.get("state") if isinstance(doc, dict) else None
+
+
+def _run_daemon(env: dict[str, str], port: int) -> tuple[int, list[str]]:
+    """Subscribe, run the daemon until the clip ends, return its exit code and what arrived.
+
+    The daemon's last message is its retained ``offline`` status (a clean stop, acknowledged by
+    the broker before it exits); the subscriber waits for that one, not for a fixed time, so
+    no event sent before it is cut off on a slow machine."""
+    received: list[str] = []
+    offline = threading.Event()
+    status = f"edge-face/{DEVICE}/status"
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
+
+    def on_message(c: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        received.append(msg.topic)
+        text = msg.payload.decode()
+        print(f"{msg.topic}  {text}", flush=True)
+        if msg.topic == status and _state(text) == "offline":
+            offline.set()  # the broker is new: this is the daemon's last word (or its Will)
+
+    client.on_message = on_message
+    _connect(client, port)
     try:
         print(f"== daemon: edge-face run (broker 127.0.0.1:{port}); events as received:")
         daemon = subprocess.run([sys.executable, "-m", "edge.cli", "run"], env=env,
                                 timeout=300, check=False)
-        time.sleep(1.0)
+        if not offline.wait(WAIT_S):
+            print(f"== the daemon's offline status did not arrive within {WAIT_S:.0f} s",
+                  flush=True)
     finally:
         client.loop_stop()
         client.disconnect()

@@ -5,7 +5,7 @@
 
 (() => {
   const TOKEN_KEY = "edge-face-token";
-  const PAGE = 25;            // persons per page (each row also fetches its consent records)
+  const PAGE = 25;            // persons per page (the list itself carries consent and expiry)
   const EVENTS_EVERY_MS = 2000;
   const HEALTH_EVERY_MS = 10000;
   const MAX_EVENTS_SHOWN = 100;
@@ -16,6 +16,7 @@
   let eventsAfter = 0;
   let paused = false;
   let timers = [];
+  let shownEnrollment = null;  // the person whose enrollment result is on the page
 
   class ApiError extends Error {
     constructor(status, detail, body) {
@@ -124,10 +125,26 @@
     timers = [];
   }
 
+  // Whatever the last session showed (names, receipts, events) leaves the page with its token:
+  // hidden is not gone, and the next person at this screen may hold a different token.
+  function forgetShown() {
+    for (const id of ["persons-body", "event-list", "health-list", "receipt"]) {
+      $(id).replaceChildren();
+    }
+    clearEnrollment();
+    $("receipt-section").hidden = true;
+    $("status").textContent = "";
+    $("enroll-form").reset();
+    fillTargets();  // no one left to choose
+    cursor = null;
+    eventsAfter = 0;
+  }
+
   function signOut(message = "") {
     stopTimers();
     token = null;
     sessionStorage.removeItem(TOKEN_KEY);
+    forgetShown();
     $("app").hidden = true;
     $("signout").hidden = true;
     $("login").hidden = false;
@@ -195,7 +212,9 @@
     try {
       const query = new URLSearchParams({ limit: String(PAGE) });
       if (more && cursor) query.set("cursor", cursor);
+      const session = token;
       const page = await api(`/v1/persons?${query}`);
+      if (token !== session) return;  // signed out meanwhile: show nothing of the old session
       const rows = page.persons.map(personRow);
       const body = $("persons-body");
       if (more) body.append(...rows); else body.replaceChildren(...rows);
@@ -244,6 +263,8 @@
     if (!window.confirm(`Erase ${name}: templates, consent records and label? This cannot be undone.`)) return;
     try {
       const receipt = await api(`/v1/persons/${encodeURIComponent(id)}`, { method: "DELETE" });
+      // Their enrollment result would go on naming someone the device no longer holds.
+      if (shownEnrollment === id) clearEnrollment();
       showReceipt(receipt);
       say(`${name} erased; the receipt is below.`);
       refreshPersons();
@@ -271,6 +292,11 @@
 
   // ------------------------------------------------------------------ enroll
 
+  function clearEnrollment() {
+    $("enroll-result").replaceChildren();
+    shownEnrollment = null;
+  }
+
   function showEnrollment(out, note) {
     const rows = (out.results || []).map((r) => el("tr", {},
       el("td", { text: r.path }),
@@ -287,6 +313,7 @@
     for (const w of out.warnings || []) parts.push(el("p", { class: "warn", text: `Warning: ${w}` }));
     if (note) parts.push(el("p", { class: "warn", text: note }));
     $("enroll-result").replaceChildren(...parts);
+    shownEnrollment = out.person_id;
   }
 
   async function enroll(event) {
@@ -330,6 +357,7 @@
       await refreshPersons();
     } catch (err) {
       if (created) await refreshPersons();
+      shownEnrollment = created ? id : null;
       $("enroll-result").replaceChildren(el("p", { class: "error", text:
         `Enrollment failed: ${err.message}` + (created ? ` (person ${id} was created)` : "") }));
       failed("Enrollment", err);
@@ -354,7 +382,9 @@
 
   async function pollEvents() {
     try {
+      const session = token;
       const feed = await api(`/v1/events?after=${eventsAfter}`);
+      if (token !== session) return;
       eventsAfter = feed.next_after;
       const list = $("event-list");
       for (const e of feed.events) list.prepend(eventItem(e));
