@@ -7,18 +7,28 @@ shape is set, ``set_input_shape`` refuses a shape outside the optimisation profi
 addresses. The "engine" runs with onnxruntime on the CPU, and device memory is the host-memory
 stand-in of ``cuda_standin``, so every read and write is checked against the allocation it
 lands in. A serialized engine is JSON naming the ONNX file and the profile.
+
+The builder side (``Builder``, ``OnnxParser``, the builder config, optimisation profiles and
+timing caches) records what ``edge.inference.tensorrt.build_engine`` asks for and applies the
+rules a real build would enforce: TensorRT 8.x parses ONNX only into an explicit-batch network,
+a dynamic input needs a profile, FP16 is a flag on the config, the workspace is a memory-pool
+limit, and a timing cache is bytes TensorRT may refuse. It builds nothing: its "plan" is the
+same JSON the runtime above loads. Whether a real build gives a good engine is for the
+contract suite on a device (``pytest -m jetson``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import hashlib
 import json
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 VERSION = "10.3.0.30"
@@ -60,9 +70,15 @@ def serialize(model: Path, profile: dict[str, Any]) -> bytes:
         name: [list(r.min), list(r.opt), list(r.max)] for name, r in profile.items()}}).encode()
 
 
+#: ONNX bytes the stand-in parser has seen, by sha256: a built "plan" names its model by that.
+PARSED: dict[str, bytes] = {}
+
+
 class Engine:
-    def __init__(self, model: Path, profile: dict[str, list[list[int]]], memory: Any) -> None:
-        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    def __init__(self, model: Path | bytes, profile: dict[str, list[list[int]]],
+                 memory: Any) -> None:
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
         self.profile = {k: [tuple(s) for s in v] for k, v in profile.items()}
         self.memory = memory
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -169,17 +185,190 @@ class Runtime:
             spec = json.loads(data)
         except ValueError:
             return None  # TensorRT logs an error and returns None for bytes it cannot read
-        return Engine(Path(spec["model"]), spec["profile"], Runtime.memory)
+        model = PARSED[spec["onnx_sha256"]] if "onnx_sha256" in spec else Path(spec["model"])
+        return Engine(model, spec["profile"], Runtime.memory)
 
 
-def module(memory: Any) -> types.ModuleType:
+# -- the builder side ------------------------------------------------------------------------------
+
+class NetworkDefinitionCreationFlag(enum.IntEnum):
+    EXPLICIT_BATCH = 0
+
+
+class MemoryPoolType(enum.Enum):
+    WORKSPACE = 0
+
+
+class BuilderFlag(enum.Enum):
+    FP16 = 0
+
+
+class Tensor:
+    def __init__(self, name: str, shape: tuple[int, ...]) -> None:
+        self.name, self.shape = name, Dims(shape)
+
+
+class Network:
+    def __init__(self, flags: int) -> None:
+        self.flags = flags
+        self.onnx = b""
+        self.inputs: list[Tensor] = []
+
+    @property
+    def num_inputs(self) -> int:
+        return len(self.inputs)
+
+    def get_input(self, index: int) -> Tensor:
+        return self.inputs[index]
+
+
+class OnnxParser:
+    def __init__(self, network: Network, logger: ILogger) -> None:
+        self.network = network
+        self.errors: list[str] = []
+
+    @property
+    def num_errors(self) -> int:
+        return len(self.errors)
+
+    def get_error(self, index: int) -> str:
+        return self.errors[index]
+
+    def parse(self, model: bytes) -> bool:
+        explicit = self.network.flags & (1 << int(NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+        if Builder.version.startswith("8.") and not explicit:
+            self.errors.append("ONNX parser only supports networks with an explicit batch "
+                               "dimension")
+            return False
+        try:
+            graph = onnx.load_from_string(model).graph
+        except Exception as exc:  # the real parser reports its protobuf errors the same way
+            self.errors.append(f"failed to parse ONNX model: {exc}")
+            return False
+        PARSED[hashlib.sha256(model).hexdigest()] = model
+        self.network.onnx = model
+        initializers = {i.name for i in graph.initializer}
+        self.network.inputs = [
+            Tensor(i.name, tuple(d.dim_value if d.HasField("dim_value") else -1
+                                 for d in i.type.tensor_type.shape.dim))
+            for i in graph.input if i.name not in initializers]
+        return True
+
+
+class OptimizationProfile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[tuple[int, ...], ...]] = {}
+
+    def set_shape(self, name: str, lo: Dims, mid: Dims, hi: Dims) -> None:
+        self.shapes[name] = (tuple(lo), tuple(mid), tuple(hi))
+
+
+TIMING_MAGIC = b"standin-timing-cache:"
+
+
+class TimingCache:
+    """Entries are the builds it has timed; a real cache holds tactic timings."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.entries = entries
+
+    def serialize(self) -> bytes:
+        return TIMING_MAGIC + json.dumps({"tensorrt": Builder.version,
+                                          "entries": self.entries}).encode()
+
+
+class BuilderConfig:
+    def __init__(self) -> None:
+        self.flags: set[BuilderFlag] = set()
+        self.pools: dict[MemoryPoolType, int] = {}
+        self.profiles: list[OptimizationProfile] = []
+        self.timing: TimingCache | None = None
+
+    def set_memory_pool_limit(self, pool: MemoryPoolType, size: int) -> None:
+        self.pools[pool] = size
+
+    def set_flag(self, flag: BuilderFlag) -> None:
+        self.flags.add(flag)
+
+    def add_optimization_profile(self, profile: OptimizationProfile) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
+
+    def create_timing_cache(self, data: bytes) -> TimingCache | None:
+        if not data:
+            return TimingCache([])
+        if not data.startswith(TIMING_MAGIC):
+            return None  # TensorRT logs an error and returns no cache for bytes it cannot read
+        try:
+            spec = json.loads(data[len(TIMING_MAGIC):])
+        except ValueError:
+            return None
+        cache = TimingCache(list(spec["entries"]))
+        cache.tensorrt = spec["tensorrt"]  # type: ignore[attr-defined]
+        return cache
+
+    def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+        if not isinstance(cache, TimingCache):  # pybind11 checks argument types
+            raise TypeError("set_timing_cache(): incompatible function arguments")
+        if getattr(cache, "tensorrt", Builder.version) != Builder.version and not ignore_mismatch:
+            return False  # a cache from another TensorRT (or GPU) is refused
+        self.timing = cache
+        return True
+
+    def get_timing_cache(self) -> TimingCache:
+        assert self.timing is not None
+        return self.timing
+
+
+class Builder:
+    version = VERSION
+    platform_has_fast_fp16 = True
+    #: Every config a build ran with, for the tests to inspect.
+    builds: ClassVar[list[tuple[Network, BuilderConfig]]] = []
+
+    def __init__(self, logger: ILogger) -> None:
+        self.logger = logger
+
+    def create_network(self, flags: int) -> Network:
+        return Network(flags)
+
+    def create_builder_config(self) -> BuilderConfig:
+        return BuilderConfig()
+
+    def create_optimization_profile(self) -> OptimizationProfile:
+        return OptimizationProfile()
+
+    def build_serialized_network(self, network: Network,
+                                 config: BuilderConfig) -> bytes | None:
+        Builder.builds.append((network, config))
+        shapes = config.profiles[0].shapes if config.profiles else {}
+        for tensor in network.inputs:
+            if any(d < 0 for d in tensor.shape) and tensor.name not in shapes:
+                self.logger.log(Severity.ERROR, f"Network has dynamic or shape inputs, but no "
+                                                f"optimization profile has been defined "
+                                                f"({tensor.name}).")
+                return None
+        if config.timing is None:
+            config.timing = TimingCache([])
+        digest = hashlib.sha256(network.onnx).hexdigest()
+        config.timing.entries.append(digest[:12])
+        return json.dumps({"onnx_sha256": digest, "profile": {
+            name: [list(s) for s in ranges] for name, ranges in shapes.items()}}).encode()
+
+
+def module(memory: Any, version: str = VERSION) -> types.ModuleType:
     """A ``tensorrt`` module for ``sys.modules``; ``memory`` is a ``cuda_standin`` runtime."""
     trt = types.ModuleType("tensorrt")
     Runtime.memory = memory
-    trt.__version__ = VERSION  # type: ignore[attr-defined]
+    Builder.version = version
+    Builder.platform_has_fast_fp16 = True
+    Builder.builds = []
+    trt.__version__ = version  # type: ignore[attr-defined]
     for name, value in {"ILogger": ILogger, "TensorIOMode": TensorIOMode, "DataType": DataType,
                         "Dims": Dims, "Runtime": Runtime,
                         "nptype": lambda dtype: np.float32,
-                        "Builder": object}.items():  # builds run on a device only
+                        "Builder": Builder, "OnnxParser": OnnxParser,
+                        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
+                        "MemoryPoolType": MemoryPoolType, "BuilderFlag": BuilderFlag}.items():
         setattr(trt, name, value)
     return trt

@@ -33,6 +33,7 @@ from edge.tracking.iou import iou_matrix
 
 pytestmark = pytest.mark.jetson
 
+
 @dataclasses.dataclass
 class Loaded:
     name: str
@@ -99,6 +100,12 @@ def test_names_shapes_and_dtypes_match_the_reference(backend: Loaded, reference:
     for mine, ref in zip(backend.detector.session.run(feeds, names),
                          reference.detector.session.run(feeds, names), strict=True):
         assert mine.dtype == ref.dtype == np.float32 and mine.shape == ref.shape
+    # The embedder's raw output at the largest batch its profile allows, before normalising.
+    faces = np.random.default_rng(1).uniform(0, 255, (16, 3, 112, 112)).astype(np.float32)
+    feeds = {reference.embedder.session.input_names[0]: faces}
+    (mine,) = backend.embedder.session.run(feeds)
+    (ref,) = reference.embedder.session.run(feeds)
+    assert mine.dtype == ref.dtype == np.float32 and mine.shape == ref.shape == (16, 128)
 
 
 def test_detections_match_the_reference(backend: Loaded, reference: Loaded,

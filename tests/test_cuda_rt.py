@@ -9,10 +9,16 @@ device answers (a Jetson), and is skipped with the reason elsewhere.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 import pytest
 from cuda_standin import host_cudart
 
+from edge.errors import BackendError
 from edge.inference.cuda_rt import CudaError, CudaRuntime, TensorBuffers, import_cudart
 
 
@@ -69,6 +75,54 @@ def test_free_is_idempotent_and_device_info_is_decoded() -> None:
     info = cuda.device()
     assert (info.name, info.compute_capability) == ("Orin (nvgpu)", "8.7")
     assert (cuda.runtime_version(), cuda.driver_version()) == ("12.6", "12.2")
+
+
+def _package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+@pytest.fixture
+def no_cuda_modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """A clean slate for importing the ``cuda`` packages written by a test."""
+    if importlib.util.find_spec("cuda") is not None:
+        pytest.skip("a real cuda-python is installed here; its modules would be shadowed")
+    for name in [n for n in sys.modules if n == "cuda" or n.startswith("cuda.")]:
+        monkeypatch.delitem(sys.modules, name)
+    yield monkeypatch
+    for name in [n for n in sys.modules if n == "cuda" or n.startswith("cuda.")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"cuda/__init__.py": "", "cuda/cudart.py": "which = 'cudart'\n"}, "cudart"),
+    ({"cuda/__init__.py": "", "cuda/cudart.py": "which = 'cudart'\n",
+      "cuda/bindings/__init__.py": "", "cuda/bindings/runtime.py": "which = 'bindings'\n"},
+     "bindings"),
+], ids=["cuda-python before 12.6", "cuda-python 12.6 on"])
+def test_the_runtime_module_is_found_under_its_new_or_its_old_name(
+        no_cuda_modules: pytest.MonkeyPatch, tmp_path: Path, files: dict[str, str],
+        expected: str) -> None:
+    """Real packages on ``sys.path`` with cuda-python's two layouts (no CUDA needed to import)."""
+    no_cuda_modules.syspath_prepend(str(_package(tmp_path, files)))
+    assert import_cudart().which == expected
+
+
+def test_without_cuda_python_the_reason_names_both_modules(
+        no_cuda_modules: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    broken = _package(tmp_path, {
+        "cuda/__init__.py": "",
+        "cuda/bindings/__init__.py": "",
+        "cuda/bindings/runtime.py": "raise RuntimeError('libcudart.so.12: cannot open')\n"})
+    no_cuda_modules.syspath_prepend(str(broken))
+    with pytest.raises(BackendError) as info:
+        import_cudart()
+    text = str(info.value)
+    assert "cuda.bindings.runtime: RuntimeError: libcudart.so.12: cannot open" in text
+    assert "cuda.cudart:" in text
 
 
 @pytest.mark.jetson

@@ -113,6 +113,13 @@ def test_shapes_outside_the_profile_and_missing_inputs_are_refused(
         session.run({"data": _blob((1, 3, 96, 96))})
     with pytest.raises(BackendError, match="missing input 'data'"):
         session.run({"other": _blob((1, 3, 112, 112))})
+    with pytest.raises(BackendError, match=r"unknown output\(s\) \['nope'\]"):
+        session.run({"data": _blob((2, 3, 112, 112))}, ["nope"])
+    # A refused call leaves the session as the last good one did: batch 4 after batch 2.
+    assert session.run({"data": _blob((2, 3, 112, 112))})[0].shape == (2, 128)
+    with pytest.raises(BackendError, match="outside"):
+        session.run({"data": _blob((17, 3, 112, 112))})
+    assert session.run({"data": _blob((4, 3, 112, 112))})[0].shape == (4, 128)
     session.close()
     assert cudart.blocks == {}  # type: ignore[attr-defined]
 
@@ -216,3 +223,91 @@ def test_models_build_engines_shows_progress_on_a_terminal(
     assert "build engines" in terminal.getvalue() and "2/2" in terminal.getvalue()
     out = capsys.readouterr().out
     assert out.count("ok ") == 2 and "build engines" not in out  # the bar stays off stdout
+
+
+# -- building: what build_engine asks TensorRT's builder for (stand-in builder, no GPU) ---------
+
+def _build_config() -> tuple[object, object]:
+    """The network and builder config of the last build the stand-in saw."""
+    return tensorrt_standin.Builder.builds[-1]
+
+
+def test_engines_build_fp16_by_default_with_the_workspace_cap_profile_and_timing_cache(
+        trt_backend: ModuleType, cudart: object, models: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trt_backend, "CudaRuntime", lambda: CudaRuntime(cudart))
+    engines = tmp_path / "engines"
+    session = trt_backend.open_session(models["embedder"], embedder_profile("data"), "fp16",
+                                       256, engines)
+    network, config = _build_config()
+    assert network.flags == 0  # TensorRT 10: always explicit batch, no flag
+    assert config.flags == {tensorrt_standin.BuilderFlag.FP16}
+    assert config.pools == {tensorrt_standin.MemoryPoolType.WORKSPACE: 256 * 1024 * 1024}
+    (profile,) = config.profiles
+    assert profile.shapes == {"data": ((1, 3, 112, 112), (1, 3, 112, 112), (16, 3, 112, 112))}
+    # The engine the build made loads and runs every batch size of its profile.
+    reference = _reference(models["embedder"])
+    for batch in (1, 16):
+        blob = _blob((batch, 3, 112, 112), batch)
+        np.testing.assert_allclose(session.run({"data": blob})[0],
+                                   reference.run({"data": blob})[0], rtol=1e-4, atol=1e-4)
+    (timing,) = engines.glob("timing.*.cache")
+    first = timing.read_bytes()
+    # FP32 is another engine, built with the first build's timing cache as its start.
+    trt_backend.open_session(models["embedder"], embedder_profile("data"), "fp32", 256, engines)
+    _, config = _build_config()
+    assert config.flags == set()
+    assert len(config.timing.entries) == 2 and timing.read_bytes() != first
+    assert len(tensorrt_standin.Builder.builds) == 2
+
+
+def test_a_gpu_without_fast_fp16_builds_fp32_and_says_so(
+        trt_backend: ModuleType, models: dict[str, Path],
+        caplog: pytest.LogCaptureFixture) -> None:
+    tensorrt_standin.Builder.platform_has_fast_fp16 = False
+    with caplog.at_level("WARNING", logger="edge.inference.tensorrt"):
+        trt_backend.build_engine(models["embedder"], embedder_profile("data"), "fp16", 1 << 20,
+                                 b"")
+    assert _build_config()[1].flags == set()
+    assert any("no fast FP16" in r.getMessage() for r in caplog.records)
+
+
+def test_tensorrt_8_networks_ask_for_explicit_batch(
+        cudart: object, models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """JetPack 6.0's TensorRT 8.6 parses ONNX only into an explicit-batch network."""
+    monkeypatch.setitem(sys.modules, "tensorrt", tensorrt_standin.module(cudart, "8.6.2.3"))
+    monkeypatch.delitem(sys.modules, "edge.inference.tensorrt", raising=False)
+    try:
+        backend = importlib.import_module("edge.inference.tensorrt")
+        backend.build_engine(models["detector"], detector_profile("input", 640), "fp16",
+                             1 << 20, b"")
+    finally:
+        sys.modules.pop("edge.inference.tensorrt", None)
+    network, config = _build_config()
+    assert network.flags == 1 << int(tensorrt_standin.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    (profile,) = config.profiles
+    assert profile.shapes["input"] == ((1, 3, 32, 32), (1, 3, 384, 640), (1, 3, 800, 800))
+
+
+@pytest.mark.parametrize("saved", [b"\x00truncated", tensorrt_standin.TIMING_MAGIC + b"{",
+                                   tensorrt_standin.TIMING_MAGIC
+                                   + b'{"tensorrt": "8.6.2.3", "entries": ["x"]}'])
+def test_a_damaged_or_foreign_timing_cache_only_costs_the_head_start(
+        trt_backend: ModuleType, models: dict[str, Path], saved: bytes,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="edge.inference.tensorrt"):
+        plan, timing = trt_backend.build_engine(models["embedder"], embedder_profile("data"),
+                                                "fp16", 1 << 20, saved)
+    assert plan and timing.startswith(tensorrt_standin.TIMING_MAGIC)
+    assert len(_build_config()[1].timing.entries) == 1  # started empty
+    assert any("timing cache unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unparsable_model_or_an_unbounded_input_is_a_backend_error(
+        trt_backend: ModuleType, models: dict[str, Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"\x08not a model")
+    with pytest.raises(BackendError, match=r"cannot parse broken\.onnx"):
+        trt_backend.build_engine(broken, {}, "fp16", 1 << 20, b"")
+    with pytest.raises(BackendError, match=r"dynamic dimensions .* but no optimisation profile"):
+        trt_backend.build_engine(models["embedder"], {}, "fp16", 1 << 20, b"")

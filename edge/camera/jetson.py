@@ -126,7 +126,6 @@ class JetsonSource(SourceGeometry):
         self._size = (width, height)
         self._index = 0
 
-
     def open(self) -> None:
         if self._src is not None:
             return

@@ -104,6 +104,29 @@ def _shape(dims: trt.Dims) -> tuple[int, ...]:
 _NPTYPE: Callable[[trt.DataType], Any] = trt.nptype
 
 
+def _use_timing_cache(config: trt.IBuilderConfig, data: bytes, model: str) -> None:
+    """Seed the build with the saved timing cache, or with an empty one when it is unusable.
+
+    Why not trust the file: TensorRT returns no cache for bytes it cannot read (a truncated
+    write, a damaged SD card) and refuses one from another TensorRT or GPU. Either way the
+    build only loses the head start; it must not fail because of it.
+    """
+    cache = None
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+        except (RuntimeError, TypeError, ValueError):  # should the binding raise instead
+            cache = None
+    if cache is not None and config.set_timing_cache(cache, False):
+        return
+    if data:
+        log.warning("timing cache unusable (damaged, or from another TensorRT or GPU); "
+                    "timing from scratch", extra={"model": model})
+    empty = config.create_timing_cache(b"")
+    if empty is None or not config.set_timing_cache(empty, False):
+        raise BackendError(f"TensorRT could not create a timing cache for {model}")
+
+
 def build_engine(onnx_path: Path, profile: Profile, precision: str, workspace_bytes: int,
                  timing_cache: bytes) -> tuple[bytes, bytes]:
     """Parse the ONNX file and build a serialized engine; returns (engine, new timing cache)."""
@@ -138,10 +161,7 @@ def build_engine(onnx_path: Path, profile: Profile, precision: str, workspace_by
         opt.set_shape(tensor.name, _dims(shape_range.min), _dims(shape_range.opt),
                       _dims(shape_range.max))
     config.add_optimization_profile(opt)
-    cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, False):
-        # A timing cache from another TensorRT or GPU: start from an empty one.
-        config.set_timing_cache(config.create_timing_cache(b""), False)
+    _use_timing_cache(config, timing_cache, onnx_path.name)
     logger.errors.clear()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -226,27 +246,38 @@ class TensorRTSession:
     def run(self, feeds: dict[str, np.ndarray],
             outputs: list[str] | None = None) -> list[np.ndarray]:
         wanted = outputs or self.output_names
+        unknown = [name for name in wanted if name not in self.output_names]
+        if unknown:
+            raise BackendError(f"unknown output(s) {unknown}; the engine has {self.output_names}")
+        # Every input is checked before any shape is set, so a refused call leaves the context
+        # and the output shapes it derived exactly as the last good call left them.
+        arrays = []
+        for name in self.input_names:
+            if name not in feeds:
+                raise BackendError(f"missing input {name!r}")
+            array = feeds[name]
+            shape = tuple(array.shape)
+            shape_range = self._ranges[name]
+            if not shape_range.contains(shape):
+                raise BackendError(f"input {name!r} of shape {shape} is outside the "
+                                   f"engine's profile {shape_range.text()}")
+            arrays.append((name, array, shape))
         with self._lock:
             reshaped = False
-            for name in self.input_names:
-                if name not in feeds:
-                    raise BackendError(f"missing input {name!r}")
-                array = feeds[name]
-                shape = tuple(array.shape)
-                shape_range = self._ranges[name]
-                if not shape_range.contains(shape):
-                    raise BackendError(f"input {name!r} of shape {shape} is outside the "
-                                       f"engine's profile {shape_range.text()}")
-                if self._shapes.get(name) != shape:
-                    self._set_shape(name, shape)
-                    self._shapes[name] = shape
-                    reshaped = True
-                buffers = self._buffers[name]
-                host = buffers.host.view(buffers.dtype, shape)
-                np.copyto(host, array, casting="same_kind")
-                self._stream.upload(buffers.device, buffers.host, host.nbytes)
-            if reshaped:
-                self._out_shapes = self._output_shapes()
+            try:
+                for name, array, shape in arrays:
+                    if self._shapes.get(name) != shape:
+                        self._shapes.pop(name, None)
+                        self._set_shape(name, shape)
+                        self._shapes[name] = shape
+                        reshaped = True
+                    buffers = self._buffers[name]
+                    host = buffers.host.view(buffers.dtype, shape)
+                    np.copyto(host, array, casting="same_kind")
+                    self._stream.upload(buffers.device, buffers.host, host.nbytes)
+            finally:
+                if reshaped:
+                    self._out_shapes = self._output_shapes()
             if not self._context.execute_async_v3(self._stream.handle):
                 raise BackendError("TensorRT execute_async_v3 failed")
             views = []
