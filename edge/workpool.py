@@ -74,8 +74,13 @@ class WorkerPool:
     def _lower_priority(self) -> None:
         if self._nice <= 0:
             return
-        try:  # on Linux a thread id names one thread: only this worker becomes nicer
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
+        # Relative to the thread's current niceness (what the service runs at), never an
+        # absolute value: under a unit with Nice=15, an absolute 10 would put the workers
+        # *ahead* of the camera. On Linux a thread id names one thread: only this worker moves.
+        try:
+            tid = threading.get_native_id()
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self._nice))
         except (OSError, AttributeError) as exc:
             log.warning("cannot lower the worker's priority", extra={"error": str(exc)})
 

@@ -161,11 +161,15 @@ def test_identify_bursts_do_not_take_the_cameras_frames(live: ApiDaemon) -> None
 
 def test_metrics_describe_the_running_pipeline(live: ApiDaemon) -> None:
     with live.client(live.token("scraper", "read")) as api:
+        assert api.get("/v1/persons").status_code == 200  # one request, on this connection
         text = api.get("/metrics").text
     for name in ("edge_face_frames_total", "edge_face_faces_total", "edge_face_embeddings_total",
                  'edge_face_decisions_total{decision="unknown"}', "edge_face_outbox_depth",
                  'edge_face_stage_seconds_bucket{le="0.005",stage="detect"}',
-                 "edge_face_camera_frames_captured_total", "edge_face_camera_reconnects_total",
+                 "edge_face_camera_frames_captured_total", "edge_face_camera_frames_dropped_total",
+                 "edge_face_camera_reconnects_total", "edge_face_events_total",
+                 'edge_face_stage_seconds_count{stage="embed"}',
+                 'edge_face_api_request_seconds_count{route="/v1/persons"}',
                  "edge_face_camera_up 1.0", "edge_face_mqtt_connected 1.0",
                  'edge_face_api_requests_total{method="POST",route="/v1/identify",status="200"}',
                  "edge_face_work_refused_total"):

@@ -10,6 +10,7 @@ from api_daemon import (
     ApiDaemon,
     cli_json,
     consent,
+    make_daemon,
     new_person,
 )
 
@@ -95,6 +96,10 @@ def test_consent_is_required_and_strict(station: ApiDaemon) -> None:
                         headers={"content-type": "application/json"}).status_code == 422
         after = len(api.get("/v1/persons", params={"limit": 500}).json()["persons"])
         assert after == before  # nothing half-created
+        pid = new_person(api, "Strict")
+        for patch in ({"label": "y", "nickname": "unknown field"}, {}, {"label": "y" * 201}):
+            assert api.patch(f"/v1/persons/{pid}", json=patch).status_code == 422, patch
+        assert api.get(f"/v1/persons/{pid}").json()["label"] == "Strict"
 
 
 def test_read_token_reads_but_cannot_write(station: ApiDaemon) -> None:
@@ -153,14 +158,33 @@ def test_withdraw_and_renew_consent(station: ApiDaemon) -> None:
         assert renewed.status_code == 201 and renewed.json()["person_id"] == pid
         assert api.get(f"/v1/persons/{pid}").json()["consent"] == "active"
         assert api.post("/v1/persons/p_nobody/consents", json=consent()).status_code == 404
+        assert api.post(f"/v1/persons/{pid}/consents",
+                        json=consent(scope="everything")).status_code == 422  # strict body
+        assert api.get(f"/v1/persons/{pid}/export").status_code == 200
+        # Every change, and the subject-access export, is audited under the token's name.
+        entries = api.get("/v1/audit", params={"target_id": pid}).json()["entries"]
+        assert [e["action"] for e in entries] == [
+            "person_added", "consent_withdrawn", "consent_granted", "person_exported"]
+        assert {e["actor"] for e in entries} == {"api:test-admin"}
 
 
-def test_config_is_redacted(station: ApiDaemon, tmp_path: Path) -> None:
-    with station.admin() as api:
-        cfg = api.get("/v1/config").json()
+def test_config_is_redacted(tmp_path: Path, models_dir: Path) -> None:
+    """A device with a broker password: /v1/config shows that one is set, never what it is."""
+    password = "Hunter2-Broker-Secret"
+    daemon = make_daemon(tmp_path, models_dir, None, EDGE_FACE_MQTT__USERNAME="door",
+                         EDGE_FACE_MQTT__PASSWORD=password).start()
+    try:
+        with daemon.admin() as api:
+            r = api.get("/v1/config")
+    finally:
+        daemon.stop()
+    assert r.status_code == 200, r.text
+    cfg = r.json()
     assert cfg["sections"]["api"]["enabled"] is True
     assert cfg["sections"]["device"]["id"] == "api-door"
-    assert "password" in cfg["sections"]["mqtt"]
+    assert cfg["sections"]["mqtt"]["password"] == "***"
+    assert cfg["sections"]["mqtt"]["username"] == "door"
+    assert password not in r.text and password not in daemon.logs()
 
 
 def test_cli_and_api_see_one_gallery(station: ApiDaemon) -> None:

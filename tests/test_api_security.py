@@ -208,6 +208,12 @@ def test_repeated_failures_from_one_client_are_slowed_down(tmp_path: Path, model
         with daemon.client(good) as api:  # the same address: no more guesses, good or not
             assert api.get("/v1/persons").status_code == 429
             assert api.get("/healthz").status_code == 200
+        # Per client: another address (all of 127.0.0.0/8 is this host) is not held back.
+        other = httpx.HTTPTransport(local_address="127.0.0.2")
+        with daemon.client(good, transport=other) as neighbour:
+            assert neighbour.get("/v1/persons").status_code == 200
+        access = [r for r in daemon.records() if r.get("logger") == "edge.api.access"]
+        assert {r["client"] for r in access if r["status"] == 429} == {"127.0.0.1"}
     finally:
         daemon.stop()
 

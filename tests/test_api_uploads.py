@@ -268,3 +268,39 @@ def test_upload_without_a_token_is_read_by_nobody(door: ApiDaemon) -> None:
     with door.client(door.token("reader", "read")) as reader:
         r = reader.post("/v1/persons/per_x/faces", files=[photo("obama.jpg")])
     assert r.status_code == 403
+
+
+def test_removing_one_template_stops_it_matching(door: ApiDaemon, barack: str) -> None:
+    """``DELETE /v1/persons/{id}/faces/{template_id}``: receipt, audit, and out of the matcher."""
+    with door.admin() as api:
+        pid = new_person(api, "Look-alike")
+        made = api.post(f"/v1/persons/{pid}/faces", params={"force": "true"},
+                        files=[photo("obama2.jpg")])
+        assert made.status_code == 201, made.text
+        tid = made.json()["results"][0]["template_id"]
+        url = f"/v1/persons/{pid}/faces/{tid}"
+        with door.client(door.token("reader", "read")) as reader:
+            refused = reader.delete(url)
+            assert refused.status_code == 403 and "scope 'read'" in refused.json()["detail"]
+        assert api.delete(f"/v1/persons/{pid}/faces/t_{'a' * 26}").status_code == 404
+        assert api.delete(f"/v1/persons/p_{'a' * 26}/faces/{tid}").status_code == 404
+        assert api.delete(f"/v1/persons/{barack}/faces/{tid}").status_code == 404  # not theirs
+
+        receipt = api.delete(url)
+        assert receipt.status_code == 200, receipt.text
+        body = receipt.json()
+        assert (body["person_id"], body["template_id"]) == (pid, tid)
+        assert body["wal_checkpointed"] is True
+        assert api.delete(url).status_code == 404
+        assert api.get(f"/v1/persons/{pid}").json()["templates"] == []
+        # Gone from the live matcher at once: the same face is only Barack's again.
+        (face,) = api.post("/v1/identify", files=[photo("obama3.jpg")]).json()["faces"]
+        assert face["person_id"] == barack
+
+        entries = api.get("/v1/audit", params={"target_id": pid}).json()["entries"]
+        assert [e["action"] for e in entries] == ["person_added", "template_added",
+                                                  "template_removed"]
+        assert {e["actor"] for e in entries} == {"api:test-admin"}
+        assert entries[-1]["seq"] == body["audit_seq"]
+        assert entries[-1]["hash"] == body["audit_hash"]
+        assert api.delete(f"/v1/persons/{pid}").status_code == 200
