@@ -280,6 +280,10 @@ def test_fleet_end_to_end(container: Container, tmp_path: Path, models_dir: Path
                                                                       "edge-face"), unit
         assert unit["StatusText"], unit
         assert _readyz(api_port) == 200
+        # The operator page comes from the installed wheel, not a checkout: all its files ship.
+        for page in ("ui/", "ui/app.js", "ui/app.css"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/{page}", timeout=5) as r:
+                assert r.status == 200 and len(r.read()) > 100, page
 
         # The hardening applies to the running daemon, as the kernel sees it: no privilege can
         # be gained, no capability held, a seccomp filter, the device groups, a private TMPDIR.
