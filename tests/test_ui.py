@@ -179,6 +179,8 @@ def test_operator_flow_in_a_browser(station: ApiDaemon, browser: Any, fixture_di
     expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#health-list")).to_contain_text("yes")
     expect(page.locator("#health-list")).to_contain_text("broker")
+    # An enrollment station has no camera: its feed says so rather than stay blank.
+    expect(page.locator("#events-note")).to_contain_text("No events yet")
     shot(page, "signed-in")
 
     # A new person with consent, enrolled from a fixture photo.
@@ -349,6 +351,8 @@ def test_live_feed_shows_the_door_in_a_browser(door: ApiDaemon, browser: Any,
     feed = page.locator("#event-list")
     expect(feed).to_contain_text("camera cam0 open")
     expect(feed).to_contain_text("unknown face")
+    expect(page.locator("#events-note")).to_have_text(
+        "Person ids only; the names stay in the gallery.")
     expect(page.locator("#health-list")).to_contain_text("camera")
     page.screenshot(path=str(tmp_path / "01-feed-unknown.png"), full_page=True)
 

@@ -391,7 +391,9 @@
       while (list.children.length > MAX_EVENTS_SHOWN) list.lastElementChild.remove();
       $("events-note").textContent = feed.truncated
         ? "Some events were skipped (more arrived than one poll shows)."
-        : "Person ids only; the names stay in the gallery.";
+        : list.children.length === 0
+          ? "No events yet: they appear here as the door sees people (person ids only)."
+          : "Person ids only; the names stay in the gallery.";
     } catch (err) {
       if (err.status === 401) failed("Events", err);
       else $("events-note").textContent = `Event feed unavailable: ${err.message}`;
